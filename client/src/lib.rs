@@ -1,0 +1,1 @@
+//! Flightstore client: wire types (a later issue fills this crate).

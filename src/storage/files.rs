@@ -1,0 +1,512 @@
+//! Parquet files of an item: the sink that writes sorted batches into files near their
+//! target size, and the pruned scan that reads a key range back.
+//!
+//! ```text
+//! write: sorted batches ─► FileSink ─► ArrowWriter (spawn_blocking) ─► put _data/<uuid>.parquet
+//!                             cuts row groups at the row target or at period boundaries,
+//!                             rolls files at the file target
+//! read:  FileEntry + range ─► footer + page index ─► row groups by statistics
+//!                             ─► pages by column index ─► decode ─► adapt schema ─► slice range
+//! ```
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use futures::FutureExt;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::basic::Compression;
+use parquet::file::metadata::{
+    KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, SortingColumn,
+};
+use parquet::file::properties::{WriterProperties, WriterVersion};
+
+use super::error::{Error, Result};
+use super::manifest::FileEntry;
+use super::merge::Keyed;
+use super::schema::adapt;
+use super::time::{stat_keys, Period};
+
+/// Rows per data page: the granularity of page pruning for range reads.
+pub const DATA_PAGE_ROW_LIMIT: usize = 16 * 1024;
+
+/// Rows per batch when reading.
+pub const READ_BATCH_ROWS: usize = 64 * 1024;
+
+/// A half-open range of ordering keys `[start, end)`; `None` is unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    /// Inclusive lower bound.
+    pub start: Option<i64>,
+    /// Exclusive upper bound.
+    pub end: Option<i64>,
+}
+
+impl KeyRange {
+    /// Everything.
+    pub const ALL: KeyRange = KeyRange {
+        start: None,
+        end: None,
+    };
+
+    /// `[start, end)`.
+    pub fn new(start: Option<i64>, end: Option<i64>) -> Self {
+        Self { start, end }
+    }
+
+    /// True if some key in `[min, max]` is inside the range.
+    pub fn overlaps(&self, min: i64, max: i64) -> bool {
+        self.start.is_none_or(|s| max >= s) && self.end.is_none_or(|e| min < e)
+    }
+
+    /// True if every key of `[min, max]` is inside the range.
+    pub fn covers(&self, min: i64, max: i64) -> bool {
+        self.start.is_none_or(|s| min >= s) && self.end.is_none_or(|e| max < e)
+    }
+
+    /// True if the range holds no key at all.
+    pub fn is_empty(&self) -> bool {
+        matches!((self.start, self.end), (Some(s), Some(e)) if s >= e)
+    }
+
+    /// The rows of sorted `keys` inside the range, as `offset..end`.
+    pub(crate) fn slice_of(&self, keys: &[i64]) -> std::ops::Range<usize> {
+        let lo = self.start.map_or(0, |s| keys.partition_point(|&k| k < s));
+        let hi = self
+            .end
+            .map_or(keys.len(), |e| keys.partition_point(|&k| k < e));
+        lo..hi.max(lo)
+    }
+}
+
+/// Files written by writes that have not committed yet; vacuum never deletes them.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    paths: Mutex<HashSet<Path>>,
+}
+
+impl InFlight {
+    pub(crate) fn contains(&self, p: &Path) -> bool {
+        self.paths
+            .lock()
+            .expect("in-flight set poisoned")
+            .contains(p)
+    }
+}
+
+/// Registers the files of one write as in flight; unregisters them when dropped.
+#[derive(Debug)]
+pub(crate) struct InFlightGuard {
+    set: Arc<InFlight>,
+    mine: Vec<Path>,
+}
+
+impl InFlightGuard {
+    pub(crate) fn new(set: &Arc<InFlight>) -> Self {
+        Self {
+            set: Arc::clone(set),
+            mine: Vec::new(),
+        }
+    }
+
+    /// The files registered by this guard.
+    pub(crate) fn paths(&self) -> &[Path] {
+        &self.mine
+    }
+
+    fn add(&mut self, p: Path) {
+        self.set
+            .paths
+            .lock()
+            .expect("in-flight set poisoned")
+            .insert(p.clone());
+        self.mine.push(p);
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut set = self.set.paths.lock().expect("in-flight set poisoned");
+        for p in &self.mine {
+            set.remove(p);
+        }
+    }
+}
+
+/// How files are cut.
+#[derive(Debug, Clone)]
+pub(crate) struct Layouting {
+    /// Rows per row group (also the cap for period row groups).
+    pub(crate) row_group_rows: usize,
+    /// One row group per period, if set.
+    pub(crate) period: Option<Period>,
+    /// Rows per file.
+    pub(crate) file_rows: usize,
+}
+
+/// Where and how an item's files are written.
+#[derive(Debug, Clone)]
+pub(crate) struct FileTarget {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) dir: Path,
+    pub(crate) schema: SchemaRef,
+    pub(crate) ordered_on: String,
+    pub(crate) layout: Layouting,
+    /// Key/value metadata written into every file (provenance).
+    pub(crate) provenance: Vec<KeyValue>,
+}
+
+impl FileTarget {
+    fn properties(&self) -> WriterProperties {
+        let column_idx = self
+            .schema
+            .index_of(&self.ordered_on)
+            .expect("ordering column is in the schema") as i32;
+        WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_2_0)
+            .set_compression(Compression::LZ4_RAW)
+            .set_max_row_group_row_count(Some(self.layout.row_group_rows))
+            .set_data_page_row_count_limit(DATA_PAGE_ROW_LIMIT)
+            .set_sorting_columns(Some(vec![SortingColumn {
+                column_idx,
+                descending: false,
+                nulls_first: false,
+            }]))
+            .set_key_value_metadata(Some(self.provenance.clone()))
+            .build()
+    }
+}
+
+struct OpenFile {
+    name: String,
+    writer: ArrowWriter<Vec<u8>>,
+    rows: usize,
+    min: i64,
+    max: i64,
+    bucket: Option<i64>,
+}
+
+/// Writes sorted batches into files near the target size. Files are uploaded as they
+/// fill; only one file's encoded bytes are held in memory.
+pub(crate) struct FileSink<'a> {
+    target: FileTarget,
+    props: WriterProperties,
+    guard: &'a mut InFlightGuard,
+    current: Option<OpenFile>,
+    written: Vec<FileEntry>,
+}
+
+impl std::fmt::Debug for FileSink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink")
+            .field("dir", &self.target.dir)
+            .field("written", &self.written.len())
+            .finish()
+    }
+}
+
+impl<'a> FileSink<'a> {
+    pub(crate) fn new(target: FileTarget, guard: &'a mut InFlightGuard) -> Self {
+        let props = target.properties();
+        Self {
+            target,
+            props,
+            guard,
+            current: None,
+            written: Vec::new(),
+        }
+    }
+
+    /// Append sorted rows (keys not smaller than anything pushed before).
+    pub(crate) async fn push(&mut self, keyed: &Keyed) -> Result<()> {
+        let n = keyed.num_rows();
+        let mut offset = 0;
+        while offset < n {
+            // A segment: rows of one period bucket (or all), capped by the file's room.
+            let bucket = self
+                .target
+                .layout
+                .period
+                .map(|p| p.bucket(keyed.keys[offset]));
+            let mut end = match (self.target.layout.period, bucket) {
+                (Some(p), Some(b)) => {
+                    offset + keyed.keys[offset..].partition_point(|&k| p.bucket(k) == b)
+                }
+                _ => n,
+            };
+            let file_full = self
+                .current
+                .as_ref()
+                .is_some_and(|f| f.rows >= self.target.layout.file_rows);
+            let bucket_changed = self.current.as_ref().is_some_and(|f| f.bucket != bucket);
+            if file_full && (self.target.layout.period.is_none() || bucket_changed) {
+                self.close_current().await?;
+            }
+            if self.target.layout.period.is_none() {
+                let room =
+                    self.target.layout.file_rows - self.current.as_ref().map_or(0, |f| f.rows);
+                end = end.min(offset + room.max(1));
+            }
+            let mut file = match self.current.take() {
+                Some(f) => f,
+                None => self.open()?,
+            };
+            let segment = keyed.batch.slice(offset, end - offset);
+            let new_bucket = bucket_changed && file.rows > 0;
+            file.bucket = bucket;
+            file.min = file.min.min(keyed.keys[offset]);
+            file.max = file.max.max(keyed.keys[end - 1]);
+            file.rows += end - offset;
+            let file = tokio::task::spawn_blocking(move || -> Result<OpenFile> {
+                if new_bucket {
+                    file.writer.flush()?; // close the row group at the period boundary
+                }
+                file.writer.write(&segment)?;
+                Ok(file)
+            })
+            .await??;
+            self.current = Some(file);
+            offset = end;
+        }
+        Ok(())
+    }
+
+    fn open(&mut self) -> Result<OpenFile> {
+        let name = format!("{}.parquet", uuid::Uuid::new_v4().simple());
+        let writer = ArrowWriter::try_new(
+            Vec::with_capacity(1 << 20),
+            Arc::clone(&self.target.schema),
+            Some(self.props.clone()),
+        )?;
+        Ok(OpenFile {
+            name,
+            writer,
+            rows: 0,
+            min: i64::MAX,
+            max: i64::MIN,
+            bucket: None,
+        })
+    }
+
+    async fn close_current(&mut self) -> Result<()> {
+        let Some(file) = self.current.take() else {
+            return Ok(());
+        };
+        let OpenFile {
+            name,
+            writer,
+            rows,
+            min,
+            max,
+            ..
+        } = file;
+        let bytes = tokio::task::spawn_blocking(move || writer.into_inner()).await??;
+        let path = self.target.dir.clone().join(name.as_str());
+        self.guard.add(path.clone());
+        let len = bytes.len() as u64;
+        self.target
+            .store
+            .put(&path, PutPayload::from(Bytes::from(bytes)))
+            .await?;
+        self.written.push(FileEntry {
+            name,
+            min,
+            max,
+            rows: rows as u64,
+            bytes: len,
+        });
+        Ok(())
+    }
+
+    /// Flush the last file and return every file written, in key order.
+    pub(crate) async fn finish(mut self) -> Result<Vec<FileEntry>> {
+        self.close_current().await?;
+        Ok(self.written)
+    }
+}
+
+/// Reads a Parquet file of known size through `object_store`.
+#[derive(Debug, Clone)]
+struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn to_parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(to_parquet_err)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(to_parquet_err)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(&mut *self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// Read the rows of `file` inside `range`, adapted to `target` (the item schema,
+/// projected; it must contain the ordering column), in key order.
+pub(crate) async fn scan(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    file: &FileEntry,
+    target: SchemaRef,
+    ordered_on: &str,
+    range: KeyRange,
+) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    if !range.overlaps(file.min, file.max) {
+        return Ok(stream::empty().boxed());
+    }
+    let reader = ObjectReader {
+        store,
+        path: path.clone(),
+        size: file.bytes,
+    };
+    let covers = range.covers(file.min, file.max);
+    let policy = if covers {
+        PageIndexPolicy::Skip
+    } else {
+        PageIndexPolicy::Optional
+    };
+    let options = ArrowReaderOptions::new().with_page_index_policy(policy);
+    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+        .await
+        .map_err(|e| Error::corrupt(&path, e))?;
+    let file_schema = Arc::clone(builder.schema());
+    let roots: Vec<usize> = target
+        .fields()
+        .iter()
+        .filter_map(|f| file_schema.index_of(f.name()).ok())
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let mut builder = builder
+        .with_projection(mask)
+        .with_batch_size(READ_BATCH_ROWS);
+    if !covers {
+        let (row_groups, selection) = prune(&builder, &file_schema, ordered_on, range)?;
+        if row_groups.is_empty() {
+            return Ok(stream::empty().boxed());
+        }
+        builder = builder.with_row_groups(row_groups);
+        if let Some(selection) = selection {
+            builder = builder.with_row_selection(selection);
+        }
+    }
+    let stream = builder.build()?;
+    let ordered_on = ordered_on.to_string();
+    Ok(stream
+        .map_err(Error::from)
+        .and_then(move |batch| {
+            let out = adapt(&batch, &target).and_then(|b| {
+                if covers {
+                    return Ok(b);
+                }
+                let column = b.column_by_name(&ordered_on).expect("projected");
+                let keys = super::time::order_keys(&ordered_on, column.as_ref())?;
+                let r = range.slice_of(&keys);
+                Ok(b.slice(r.start, r.len()))
+            });
+            futures::future::ready(out)
+        })
+        .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+        .boxed())
+}
+
+/// Row groups (by statistics) and a page selection (by the column index) that may hold
+/// keys of `range`. Everything is kept where statistics are missing.
+fn prune<T>(
+    builder: &parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
+    file_schema: &SchemaRef,
+    ordered_on: &str,
+    range: KeyRange,
+) -> Result<(Vec<usize>, Option<RowSelection>)> {
+    let metadata = builder.metadata();
+    let converter =
+        StatisticsConverter::try_new(ordered_on, file_schema, builder.parquet_schema())?;
+    let row_groups_meta = metadata.row_groups();
+    let mins = stat_keys(&converter.row_group_mins(row_groups_meta.iter())?);
+    let maxes = stat_keys(&converter.row_group_maxes(row_groups_meta.iter())?);
+    let row_groups: Vec<usize> = (0..row_groups_meta.len())
+        .filter(|&i| match (mins[i], maxes[i]) {
+            (Some(lo), Some(hi)) => range.overlaps(lo, hi),
+            _ => true,
+        })
+        .collect();
+    let (Some(column_index), Some(offset_index)) =
+        (metadata.column_index(), metadata.offset_index())
+    else {
+        return Ok((row_groups, None));
+    };
+    let page_mins =
+        stat_keys(&converter.data_page_mins(column_index, offset_index, &row_groups)?);
+    let page_maxes =
+        stat_keys(&converter.data_page_maxes(column_index, offset_index, &row_groups)?);
+    let Some(counts) =
+        converter.data_page_row_counts(offset_index, row_groups_meta, &row_groups)?
+    else {
+        return Ok((row_groups, None));
+    };
+    if counts.len() != page_mins.len() || counts.null_count() > 0 {
+        return Ok((row_groups, None));
+    }
+    let mut selectors: Vec<RowSelector> = Vec::with_capacity(counts.len());
+    for (i, count) in counts.values().iter().enumerate() {
+        let keep = match (page_mins[i], page_maxes[i]) {
+            (Some(lo), Some(hi)) => range.overlaps(lo, hi),
+            _ => true,
+        };
+        let count = *count as usize;
+        selectors.push(if keep {
+            RowSelector::select(count)
+        } else {
+            RowSelector::skip(count)
+        });
+    }
+    Ok((row_groups, Some(RowSelection::from(selectors))))
+}

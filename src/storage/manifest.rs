@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::convert::{try_schema_from_flatbuffer_bytes, IpcSchemaEncoder};
+use arrow::ipc::convert::{fb_to_schema, IpcSchemaEncoder};
 use base64::Engine as _;
 use bytes::Bytes;
 use object_store::path::Path;
@@ -187,8 +187,8 @@ mod schema_serde {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(e)
                     .map_err(serde::de::Error::custom)?;
-                let schema: Schema =
-                    try_schema_from_flatbuffer_bytes(&bytes).map_err(serde::de::Error::custom)?;
+                let fb = arrow::ipc::root_as_schema(&bytes).map_err(serde::de::Error::custom)?;
+                let schema: Schema = fb_to_schema(fb);
                 Ok(Arc::new(schema))
             })
             .transpose()

@@ -239,10 +239,12 @@ impl Engine {
         let range = opts.range;
         let empty = range.is_empty();
         let prev_range = KeyRange::new(None, range.start);
-        let stream: BoxStream<'static, Result<RecordBatch>> = if empty {
-            stream::empty().boxed()
-        } else if let Some(last) = opts.last {
-            let mut batches = ctx.tail(&files, range, last).await?;
+        let stream: BoxStream<'static, Result<RecordBatch>> = if let Some(last) = opts.last {
+            let mut batches = if empty {
+                Vec::new()
+            } else {
+                ctx.tail(&files, range, last).await?
+            };
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             if rows < last && opts.n_prev > 0 && range.start.is_some() {
                 let mut prev = ctx
@@ -258,9 +260,12 @@ impl Engine {
             } else {
                 Vec::new()
             };
-            let s = stream::iter(prev.into_iter().map(Ok))
-                .chain(ctx.forward(files, range))
-                .boxed();
+            let main = if empty {
+                stream::empty().boxed()
+            } else {
+                ctx.forward(files, range)
+            };
+            let s = stream::iter(prev.into_iter().map(Ok)).chain(main).boxed();
             match opts.limit {
                 Some(limit) => limit_stream(s, limit),
                 None => s,

@@ -1,0 +1,11 @@
+//! Storage engine tests: a model-based randomized test, crash safety with injected I/O
+//! failures, concurrent writers, type round-trips, and the engine's admin operations.
+//!
+//! One test binary (`tests/storage/`) so the large link happens once.
+
+mod common;
+mod concurrency;
+mod crash;
+mod model;
+mod ops;
+mod types;

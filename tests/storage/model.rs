@@ -1,0 +1,344 @@
+//! Model-based randomized test: random sequences of writes, range deletes, compactions,
+//! snapshots and vacuums, checked after every step against a plain in-memory model, plus
+//! reads at random ranges, projections, filters, limits and versions.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use flightstore::sql::SqlFilter;
+use flightstore::storage::{
+    At, Engine, Error, Keep, KeyRange, ReadOptions, SnapshotName, WriteMode, WriteOptions,
+};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::common::*;
+
+const SEC: i64 = 1_000_000_000;
+
+/// The item as a plain vector, in the order the engine must return.
+#[derive(Debug, Default, Clone)]
+struct Model {
+    rows: Vec<Row>,
+}
+
+fn stable_merge(existing: &[Row], new: &[Row]) -> Vec<Row> {
+    let mut all = existing.to_vec();
+    all.extend_from_slice(new);
+    all.sort_by_key(|r| r.0); // stable: stored rows first, then new rows in upload order
+    all
+}
+
+/// New rows de-duplicated on (ts, k) among themselves.
+fn dedup_new(new: &[Row], keep: Keep) -> Vec<Row> {
+    let mut winner: HashMap<(i64, i8), usize> = HashMap::new();
+    for (n, r) in new.iter().enumerate() {
+        match keep {
+            Keep::Last => {
+                winner.insert((r.0, r.1), n);
+            }
+            Keep::First => {
+                winner.entry((r.0, r.1)).or_insert(n);
+            }
+        }
+    }
+    new.iter()
+        .enumerate()
+        .filter(|(n, r)| winner[&(r.0, r.1)] == *n)
+        .map(|(_, r)| *r)
+        .collect()
+}
+
+impl Model {
+    fn append(&mut self, new: &[Row]) {
+        self.rows = stable_merge(&self.rows, new);
+    }
+
+    fn upsert(&mut self, new: &[Row], keep: Keep) {
+        let new = dedup_new(new, keep);
+        match keep {
+            Keep::Last => {
+                let keys: HashSet<(i64, i8)> = new.iter().map(|r| (r.0, r.1)).collect();
+                let kept: Vec<Row> = self
+                    .rows
+                    .iter()
+                    .filter(|r| !keys.contains(&(r.0, r.1)))
+                    .copied()
+                    .collect();
+                self.rows = stable_merge(&kept, &new);
+            }
+            Keep::First => {
+                let keys: HashSet<(i64, i8)> = self.rows.iter().map(|r| (r.0, r.1)).collect();
+                let fresh: Vec<Row> = new
+                    .into_iter()
+                    .filter(|r| !keys.contains(&(r.0, r.1)))
+                    .collect();
+                self.rows = stable_merge(&self.rows, &fresh);
+            }
+        }
+    }
+
+    fn delete_range(&mut self, s: i64, e: i64) {
+        self.rows.retain(|r| r.0 < s || r.0 >= e);
+    }
+
+    /// What a read must return (the contract's order of steps).
+    fn read(&self, q: &Query) -> Vec<Row> {
+        let pass = |r: &&Row| q.filter_k.is_none_or(|k| r.1 == k);
+        let inside: Vec<Row> = self
+            .rows
+            .iter()
+            .filter(|r| q.range.overlaps(r.0, r.0))
+            .filter(pass)
+            .copied()
+            .collect();
+        let mut out = Vec::new();
+        if let (Some(start), true) = (q.range.start, q.n_prev > 0) {
+            let before: Vec<Row> = self.rows.iter().filter(|r| r.0 < start).filter(pass).copied().collect();
+            out.extend_from_slice(&before[before.len().saturating_sub(q.n_prev)..]);
+        }
+        out.extend(inside);
+        if let Some(l) = q.limit {
+            out.truncate(l);
+        }
+        if let Some(l) = q.last {
+            out.drain(..out.len().saturating_sub(l));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Query {
+    range: KeyRange,
+    filter_k: Option<i8>,
+    n_prev: usize,
+    limit: Option<usize>,
+    last: Option<usize>,
+    columns: Vec<&'static str>,
+}
+
+fn random_rows(rng: &mut SmallRng, next_v: &mut i64, n: usize, lo: i64, hi: i64, existing: &[Row]) -> Vec<Row> {
+    (0..n)
+        .map(|_| {
+            *next_v += 1;
+            // Sometimes reuse a stored timestamp and key: duplicates for upserts.
+            if !existing.is_empty() && rng.random_bool(0.3) {
+                let r = existing[rng.random_range(0..existing.len())];
+                if r.0 >= lo && r.0 < hi {
+                    return (r.0, r.1, *next_v);
+                }
+            }
+            (rng.random_range(lo..hi) * SEC, rng.random_range(0..3), *next_v)
+        })
+        .collect()
+}
+
+fn random_query(rng: &mut SmallRng) -> Query {
+    let a = rng.random_range(-2..62) * SEC;
+    let b = rng.random_range(-2..62) * SEC;
+    let range = match rng.random_range(0..4) {
+        0 => KeyRange::ALL,
+        1 => KeyRange::new(Some(a), None),
+        2 => KeyRange::new(None, Some(b)),
+        _ => KeyRange::new(Some(a.min(b)), Some(a.max(b))),
+    };
+    let mut columns = vec!["ts", "k", "v"];
+    columns.shuffle(rng);
+    columns.truncate(rng.random_range(1..=3));
+    let (limit, last) = match rng.random_range(0..4) {
+        0 => (Some(rng.random_range(0..40)), None),
+        1 => (None, Some(rng.random_range(0..40))),
+        _ => (None, None),
+    };
+    Query {
+        range,
+        filter_k: rng.random_bool(0.3).then(|| rng.random_range(0..3)),
+        n_prev: if rng.random_bool(0.3) { rng.random_range(0..6) } else { 0 },
+        limit,
+        last,
+        columns,
+    }
+}
+
+async fn check_query(engine: &Engine, at: At, model: &Model, q: &Query, ctx: &str) {
+    let (c, i) = names("c", "item");
+    let filter = q.filter_k.map(|k| {
+        Arc::new(SqlFilter::try_new(&format!("k = {k}"), &schema()).unwrap())
+            as Arc<dyn flightstore::storage::RowFilter>
+    });
+    let opts = ReadOptions {
+        range: q.range,
+        columns: Some(q.columns.iter().map(|s| s.to_string()).collect()),
+        filter,
+        limit: q.limit,
+        last: q.last,
+        n_prev: q.n_prev,
+        at,
+    };
+    let batches = read_batches(engine, &c, &i, opts).await.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+    let expected = model.read(q);
+    for col in &q.columns {
+        let want: Vec<i64> = expected
+            .iter()
+            .map(|r| match *col {
+                "ts" => r.0,
+                "k" => r.1 as i64,
+                _ => r.2,
+            })
+            .collect();
+        assert_eq!(column_i64(&batches, col), want, "{ctx}: column {col} of {q:?}");
+    }
+    for b in &batches {
+        let names: Vec<&str> = b.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, q.columns, "{ctx}: projection order");
+    }
+}
+
+async fn run_model(seed: u64, steps: usize) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let engine = memory_engine(small_options());
+    let (c, i) = names("c", "item");
+    let mut model = Model::default();
+    let mut history: BTreeMap<u64, Model> = BTreeMap::new();
+    let mut snapshots: Vec<(String, u64)> = Vec::new();
+    let mut next_v = 0i64;
+    let mut exists = false;
+    for step in 0..steps {
+        let ctx = format!("seed {seed} step {step}");
+        let op = if exists { rng.random_range(0..10) } else { 0 };
+        let n = rng.random_range(0..25);
+        let chunk = rng.random_range(1..10);
+        let written_version = match op {
+            0..=2 => {
+                let rows = random_rows(&mut rng, &mut next_v, n, 0, 60, &model.rows);
+                let r = write_rows(&engine, &c, &i, WriteOptions::default(), &rows, chunk).await.unwrap();
+                assert_eq!((r.rows_received, r.rows_written), (n as u64, n as u64), "{ctx}");
+                model.append(&rows);
+                exists = true;
+                Some(r.version)
+            }
+            3 | 4 => {
+                let keep = if rng.random_bool(0.5) { Keep::Last } else { Keep::First };
+                let rows = random_rows(&mut rng, &mut next_v, n, 0, 60, &model.rows);
+                let opts = WriteOptions {
+                    mode: WriteMode::Upsert,
+                    dedup_on: Some(vec!["ts".into(), "k".into()]),
+                    keep: Some(keep),
+                    ..Default::default()
+                };
+                let r = write_rows(&engine, &c, &i, opts, &rows, chunk).await.unwrap();
+                let before = model.rows.len();
+                model.upsert(&rows, keep);
+                assert_eq!(r.rows_received, n as u64, "{ctx}");
+                assert_eq!(
+                    model.rows.len() as i64,
+                    before as i64 + r.rows_written as i64 - r.rows_deleted as i64,
+                    "{ctx}: receipt counts"
+                );
+                Some(r.version)
+            }
+            5 => {
+                let rows = random_rows(&mut rng, &mut next_v, n, 0, 60, &[]);
+                let opts = WriteOptions {
+                    mode: WriteMode::Overwrite,
+                    ..Default::default()
+                };
+                let r = write_rows(&engine, &c, &i, opts, &rows, chunk).await.unwrap();
+                model.rows = stable_merge(&[], &rows);
+                Some(r.version)
+            }
+            6 => {
+                let a = rng.random_range(0..60);
+                let b = rng.random_range(a + 1..=61);
+                let rows = random_rows(&mut rng, &mut next_v, n, a, b, &model.rows);
+                let opts = WriteOptions {
+                    mode: WriteMode::ReplaceRange,
+                    start: Some(a * SEC),
+                    end: Some(b * SEC),
+                    ..Default::default()
+                };
+                let r = write_rows(&engine, &c, &i, opts, &rows, chunk).await.unwrap();
+                model.delete_range(a * SEC, b * SEC);
+                model.append(&rows);
+                Some(r.version)
+            }
+            7 => {
+                let a = rng.random_range(0..60);
+                let b = rng.random_range(a + 1..=61);
+                let r = engine.delete_range(&c, &i, a * SEC, b * SEC).await.unwrap();
+                let before = model.rows.len();
+                model.delete_range(a * SEC, b * SEC);
+                assert_eq!(r.rows_deleted as usize, before - model.rows.len(), "{ctx}");
+                Some(r.version)
+            }
+            8 => {
+                if rng.random_bool(0.5) {
+                    Some(engine.compact(&c, &i).await.unwrap().version)
+                } else {
+                    let name = format!("s{step}");
+                    engine.create_snapshot(&c, &SnapshotName::new(&name).unwrap()).await.unwrap();
+                    let v = engine.item_info(&c, &i, &At::Latest).await.unwrap().version;
+                    snapshots.push((name, v));
+                    None
+                }
+            }
+            _ => {
+                engine.vacuum(Some(&c), Some(&i)).await.unwrap();
+                let latest = engine.item_info(&c, &i, &At::Latest).await.unwrap().version;
+                let held: HashSet<u64> = snapshots.iter().map(|s| s.1).collect();
+                let gone: Vec<u64> = history
+                    .keys()
+                    .copied()
+                    .filter(|v| *v != latest && !held.contains(v))
+                    .collect();
+                for v in gone {
+                    history.remove(&v);
+                    let err = engine.read(&c, &i, ReadOptions { at: At::Version(v), ..Default::default() }).await.unwrap_err();
+                    assert!(matches!(err, Error::VersionNotFound { .. }), "{ctx}: {err}");
+                }
+                None
+            }
+        };
+        // Every version from the write to the latest (automatic compactions) holds the
+        // model's rows.
+        let info = engine.item_info(&c, &i, &At::Latest).await.unwrap();
+        if let Some(w) = written_version {
+            for v in w..=info.version {
+                history.insert(v, model.clone());
+            }
+        }
+        assert_eq!(info.rows as usize, model.rows.len(), "{ctx}: item_info rows");
+        let manifest = engine.latest(&c, &i).await.unwrap().unwrap();
+        for pair in manifest.files.windows(2) {
+            assert!(pair[0].max <= pair[1].min, "{ctx}: overlapping files {pair:?}");
+        }
+        let all = read_rows(&engine, &c, &i, all_rows()).await.unwrap();
+        assert_eq!(all, model.rows, "{ctx}: full read");
+        for _ in 0..3 {
+            let q = random_query(&mut rng);
+            check_query(&engine, At::Latest, &model, &q, &ctx).await;
+        }
+        let versions: Vec<u64> = history.keys().copied().collect();
+        let v = versions[rng.random_range(0..versions.len())];
+        let q = random_query(&mut rng);
+        check_query(&engine, At::Version(v), &history[&v], &q, &format!("{ctx} at v{v}")).await;
+        if let Some((name, v)) = snapshots.last() {
+            let snap = At::Snapshot(SnapshotName::new(name).unwrap());
+            check_query(&engine, snap, &history[v], &q, &format!("{ctx} at snapshot {name}")).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn random_operations_match_the_model() {
+    // A fixed set of seeds keeps CI reproducible; FLIGHTSTORE_MODEL_SEEDS widens the search.
+    let seeds: u64 = std::env::var("FLIGHTSTORE_MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    for seed in 0..seeds {
+        run_model(seed, 60).await;
+    }
+}

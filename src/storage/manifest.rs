@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::convert::{fb_to_schema, IpcSchemaEncoder};
+use arrow::ipc::writer::DictionaryTracker;
 use base64::Engine as _;
 use bytes::Bytes;
 use object_store::path::Path;
@@ -170,7 +171,10 @@ mod schema_serde {
         match schema {
             None => s.serialize_none(),
             Some(schema) => {
-                let fb = IpcSchemaEncoder::new().schema_to_fb(schema);
+                let mut tracker = DictionaryTracker::new(false);
+                let fb = IpcSchemaEncoder::new()
+                    .with_dictionary_tracker(&mut tracker)
+                    .schema_to_fb(schema);
                 s.serialize_some(
                     &base64::engine::general_purpose::STANDARD.encode(fb.finished_data()),
                 )
@@ -188,8 +192,7 @@ mod schema_serde {
                     .decode(e)
                     .map_err(serde::de::Error::custom)?;
                 let fb = arrow::ipc::root_as_schema(&bytes).map_err(serde::de::Error::custom)?;
-                let schema: Schema = fb_to_schema(fb);
-                Ok(Arc::new(schema))
+                Ok(Arc::new(fb_to_schema(fb)))
             })
             .transpose()
     }
@@ -216,7 +219,7 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Write a JSON object if nothing exists at `path`; `Ok(false)` if something does.
-pub(crate) async fn put_json_if_absent<T: Serialize>(
+pub(crate) async fn put_json_if_absent<T: Serialize + Sync>(
     store: &dyn ObjectStore,
     path: &Path,
     value: &T,
@@ -254,7 +257,7 @@ pub(crate) async fn load(store: &dyn ObjectStore, path: &Path) -> Result<Manifes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::{DataType, Field, TimeUnit};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     #[test]
     fn manifest_round_trips_schema_exactly() {

@@ -224,9 +224,11 @@ impl Engine {
         } else {
             let path = match location.strip_prefix("file://") {
                 Some(p) => p,
-                None if location.contains("://") => return Err(Error::invalid(format!(
+                None if location.contains("://") => {
+                    return Err(Error::invalid(format!(
                     "unsupported storage URL {location:?}: use a path, file:///path or memory://"
-                ))),
+                )))
+                }
                 None => location,
             };
             // The root folder must exist before the store can be rooted there.

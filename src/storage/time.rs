@@ -92,7 +92,8 @@ pub fn order_keys(column: &str, array: &dyn Array) -> Result<ScalarBuffer<i64>> 
 /// Convert an array of statistics (same type as the ordering column, possibly with nulls)
 /// into optional keys.
 pub(crate) fn stat_keys(array: &ArrayRef) -> Vec<Option<i64>> {
-    let Some(scale) = key_scale(array.data_type()) else {
+    let scale = key_scale(array.data_type());
+    let Some(scale) = scale else {
         return vec![None; array.len()];
     };
     let Ok(as_i64) = cast(array, &DataType::Int64) else {

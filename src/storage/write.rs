@@ -133,6 +133,8 @@ struct Prepared {
     /// De-duplication key and policy of this write, if any.
     key: Option<(Vec<String>, Keep)>,
     range: Option<KeyRange>,
+    /// The item's metadata as this write leaves it (written into the files' provenance).
+    metadata: Map<String, Value>,
 }
 
 /// A piece of the plan: a stored file or a staged run.
@@ -182,9 +184,7 @@ impl Engine {
         let prepared = self.prepare(c, i, &opts, current.as_deref(), &schema)?;
         let mut guard = InFlightGuard::new(&self.inner.in_flight);
         let result = async {
-            let (runs, rows_received) = self
-                .stage(c, i, &prepared, current.as_deref(), input, &mut guard)
-                .await?;
+            let (runs, rows_received) = self.stage(c, i, &prepared, input, &mut guard).await?;
             self.ensure_collection(c).await?;
             let committed = self
                 .commit_plan(c, i, &opts, &prepared, runs, &mut guard)
@@ -383,11 +383,16 @@ impl Engine {
             },
             _ => None,
         };
+        let mut metadata = current.map(|m| m.metadata.clone()).unwrap_or_default();
+        if let Some(patch) = &opts.metadata {
+            merge_metadata(&mut metadata, patch);
+        }
         Ok(Prepared {
             settings,
             schema,
             key: key_columns.map(|k| (k, keep)),
             range,
+            metadata,
         })
     }
 
@@ -442,12 +447,10 @@ impl Engine {
         c: &CollectionName,
         i: &ItemName,
         p: &Prepared,
-        current: Option<&Manifest>,
         mut input: BoxStream<'static, Result<RecordBatch>>,
         guard: &mut InFlightGuard,
     ) -> Result<(Vec<FileEntry>, u64)> {
-        let metadata = current.map(|m| m.metadata.clone()).unwrap_or_default();
-        let target = self.file_target(c, i, &p.settings, &p.schema, &metadata);
+        let target = self.file_target(c, i, &p.settings, &p.schema, &p.metadata);
         let ordered_on = p.settings.ordered_on.clone();
         let mut runs = Vec::new();
         let mut rows_received = 0u64;
@@ -533,7 +536,9 @@ impl Engine {
         let lock = self.item_lock(c, i);
         let _held = lock.lock().await;
         for attempt in 0..self.inner.options.max_commit_attempts {
-            let current = self.live(c, i).await?;
+            // The next version follows the latest one, a deletion's tombstone included.
+            let latest = self.latest(c, i).await?;
+            let current = latest.clone().filter(|m| !m.deleted);
             if opts.mode == WriteMode::Create && current.is_some() {
                 return Err(Error::AlreadyExists {
                     what: format!("item {c}/{i}"),
@@ -578,10 +583,10 @@ impl Engine {
                 }
                 _ => (p.settings.clone(), Arc::clone(&p.schema)),
             };
-            let mut metadata = match (&current, opts.mode.replaces_all()) {
-                (Some(m), _) => m.metadata.clone(),
-                (None, _) => Map::new(),
-            };
+            let mut metadata = current
+                .as_ref()
+                .map(|m| m.metadata.clone())
+                .unwrap_or_default();
             if let Some(patch) = &opts.metadata {
                 merge_metadata(&mut metadata, patch);
             }
@@ -615,7 +620,7 @@ impl Engine {
                 files: planned.files.clone(),
             };
             let rows_after = next.rows();
-            match self.try_commit(c, i, current.as_deref(), next).await? {
+            match self.try_commit(c, i, latest.as_deref(), next).await? {
                 Some(m) => {
                     let rows_deleted = (rows_before + planned.rows_new).saturating_sub(rows_after);
                     return Ok((m, planned, rows_deleted));

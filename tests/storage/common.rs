@@ -18,7 +18,11 @@ pub(crate) type Row = (i64, i8, i64);
 
 pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("k", DataType::Int8, false),
         Field::new("v", DataType::Int64, false),
     ]))
@@ -32,8 +36,12 @@ pub(crate) fn batch(rows: &[Row]) -> RecordBatch {
                 TimestampNanosecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
                     .with_timezone("UTC"),
             ),
-            Arc::new(Int8Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(Int8Array::from(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            )),
         ],
     )
     .unwrap()
@@ -79,9 +87,15 @@ pub(crate) async fn write_rows(
 pub(crate) fn column_i64(batches: &[RecordBatch], name: &str) -> Vec<i64> {
     let mut out = Vec::new();
     for b in batches {
-        let col = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+        let col = b
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"));
         let col = if matches!(col.data_type(), DataType::Timestamp(..)) {
-            cast(&cast(col, &DataType::Timestamp(TimeUnit::Nanosecond, None)).unwrap(), &DataType::Int64).unwrap()
+            cast(
+                &cast(col, &DataType::Timestamp(TimeUnit::Nanosecond, None)).unwrap(),
+                &DataType::Int64,
+            )
+            .unwrap()
         } else {
             cast(col, &DataType::Int64).unwrap()
         };
@@ -115,16 +129,15 @@ pub(crate) async fn read_batches(
     let schema = Arc::clone(&read.schema);
     let batches: Vec<RecordBatch> = read.stream.try_collect().await?;
     for b in &batches {
-        assert_eq!(b.schema(), schema, "batch schema differs from the announced one");
+        assert_eq!(
+            b.schema(),
+            schema,
+            "batch schema differs from the announced one"
+        );
     }
     Ok(batches)
 }
 
 pub(crate) fn all_rows() -> ReadOptions {
     ReadOptions::default()
-}
-
-#[allow(dead_code)]
-pub(crate) fn len(a: &dyn Array) -> usize {
-    a.len()
 }

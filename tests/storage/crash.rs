@@ -1,1 +1,216 @@
-//! (filled below)
+//! Crash safety: a store that fails every I/O call from the n-th on (a crash at that
+//! instant), for every n a write goes through. After each, the last committed version is
+//! intact, the next write succeeds, and vacuum removes the orphans.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use flightstore::storage::{time::system_clock, Engine, WriteMode, WriteOptions};
+use futures::stream::{BoxStream, StreamExt};
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+
+use crate::common::*;
+
+/// Fails every call once `calls >= fail_from`.
+#[derive(Debug)]
+struct CrashingStore {
+    inner: Arc<dyn ObjectStore>,
+    calls: AtomicUsize,
+    fail_from: AtomicUsize,
+}
+
+impl fmt::Display for CrashingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CrashingStore({})", self.inner)
+    }
+}
+
+impl CrashingStore {
+    fn step(&self) -> Result<()> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n >= self.fail_from.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "crashing",
+                source: format!("injected failure at I/O call {n}").into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CrashingStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.step()?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.step()?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.step()?;
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.step()?;
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        if let Err(e) = self.step() {
+            return futures::stream::once(async move { Err(e) }).boxed();
+        }
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        if let Err(e) = self.step() {
+            return futures::stream::once(async move { Err(e) }).boxed();
+        }
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.step()?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.step()?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+async fn data_files(store: &Arc<dyn ObjectStore>) -> HashSet<String> {
+    store
+        .list(Some(&Path::from("c/item/_data")))
+        .map_ok(|m| m.location.filename().unwrap().to_string())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_crash_at_any_io_step_leaves_the_last_version_intact() {
+    let (c, i) = names("c", "item");
+    let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let clean = Engine::with_store(
+        Arc::clone(&base),
+        Path::default(),
+        small_options(),
+        system_clock(),
+    );
+    // Stored data spread over several files, so an upsert in the middle rewrites some.
+    let mut expected: Vec<Row> = (0..60).map(|n| (n * 10, 0, n)).collect();
+    write_rows(&clean, &c, &i, WriteOptions::default(), &expected, 15)
+        .await
+        .unwrap();
+    let mut next_v = 1000;
+
+    let mut n = 0;
+    let mut completed_without_failure = false;
+    while !completed_without_failure {
+        let crashing = Arc::new(CrashingStore {
+            inner: Arc::clone(&base),
+            calls: AtomicUsize::new(0),
+            fail_from: AtomicUsize::new(n),
+        });
+        let engine = Engine::with_store(
+            Arc::clone(&crashing) as Arc<dyn ObjectStore>,
+            Path::default(),
+            small_options(),
+            system_clock(),
+        );
+        let before = clean.latest(&c, &i).await.unwrap().unwrap().version;
+        // An upsert replacing rows in the middle plus an append after the end.
+        let new: Vec<Row> = vec![
+            (200, 0, next_v),
+            (205, 1, next_v + 1),
+            (10_000 + n as i64, 0, next_v + 2),
+        ];
+        next_v += 3;
+        let opts = WriteOptions {
+            mode: WriteMode::Upsert,
+            dedup_on: Some(vec!["ts".into(), "k".into()]),
+            ..Default::default()
+        };
+        let result = write_rows(&engine, &c, &i, opts, &new, 2).await;
+        let after = clean.latest(&c, &i).await.unwrap().unwrap().version;
+        let committed = after > before;
+        if committed {
+            // The commit happened (the failure hit the best-effort work after it).
+            let mut model = expected.clone();
+            model.retain(|r| !new.iter().any(|x| x.0 == r.0 && x.1 == r.1));
+            model.extend(new.iter().copied());
+            model.sort_by_key(|r| r.0);
+            expected = model;
+        } else {
+            assert!(
+                result.is_err(),
+                "call {n}: nothing committed but the write said ok"
+            );
+        }
+        completed_without_failure = crashing.calls.load(Ordering::SeqCst) <= n;
+        let rows = read_rows(&clean, &c, &i, all_rows()).await.unwrap();
+        assert_eq!(rows, expected, "after a crash at I/O call {n}");
+        n += 1;
+    }
+    assert!(n > 10, "the write went through only {n} I/O calls");
+
+    // The next write succeeds.
+    let tail: Vec<Row> = vec![(50_000, 0, 1), (50_001, 0, 2)];
+    write_rows(&clean, &c, &i, WriteOptions::default(), &tail, 10)
+        .await
+        .unwrap();
+    expected.extend(tail);
+    assert_eq!(
+        read_rows(&clean, &c, &i, all_rows()).await.unwrap(),
+        expected
+    );
+
+    // Vacuum (no retention, no grace) leaves exactly the latest version's files.
+    let orphans_before = data_files(&base).await.len();
+    let receipt = clean.vacuum(Some(&c), Some(&i)).await.unwrap();
+    let referenced: HashSet<String> = clean
+        .latest(&c, &i)
+        .await
+        .unwrap()
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    assert_eq!(data_files(&base).await, referenced);
+    assert!(receipt.files_removed as usize >= orphans_before - referenced.len());
+    assert_eq!(
+        read_rows(&clean, &c, &i, all_rows()).await.unwrap(),
+        expected
+    );
+}

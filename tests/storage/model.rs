@@ -95,7 +95,13 @@ impl Model {
             .collect();
         let mut out = Vec::new();
         if let (Some(start), true) = (q.range.start, q.n_prev > 0) {
-            let before: Vec<Row> = self.rows.iter().filter(|r| r.0 < start).filter(pass).copied().collect();
+            let before: Vec<Row> = self
+                .rows
+                .iter()
+                .filter(|r| r.0 < start)
+                .filter(pass)
+                .copied()
+                .collect();
             out.extend_from_slice(&before[before.len().saturating_sub(q.n_prev)..]);
         }
         out.extend(inside);
@@ -119,7 +125,14 @@ struct Query {
     columns: Vec<&'static str>,
 }
 
-fn random_rows(rng: &mut SmallRng, next_v: &mut i64, n: usize, lo: i64, hi: i64, existing: &[Row]) -> Vec<Row> {
+fn random_rows(
+    rng: &mut SmallRng,
+    next_v: &mut i64,
+    n: usize,
+    lo: i64,
+    hi: i64,
+    existing: &[Row],
+) -> Vec<Row> {
     (0..n)
         .map(|_| {
             *next_v += 1;
@@ -130,7 +143,11 @@ fn random_rows(rng: &mut SmallRng, next_v: &mut i64, n: usize, lo: i64, hi: i64,
                     return (r.0, r.1, *next_v);
                 }
             }
-            (rng.random_range(lo..hi) * SEC, rng.random_range(0..3), *next_v)
+            (
+                rng.random_range(lo..hi) * SEC,
+                rng.random_range(0..3),
+                *next_v,
+            )
         })
         .collect()
 }
@@ -155,7 +172,11 @@ fn random_query(rng: &mut SmallRng) -> Query {
     Query {
         range,
         filter_k: rng.random_bool(0.3).then(|| rng.random_range(0..3)),
-        n_prev: if rng.random_bool(0.3) { rng.random_range(0..6) } else { 0 },
+        n_prev: if rng.random_bool(0.3) {
+            rng.random_range(0..6)
+        } else {
+            0
+        },
         limit,
         last,
         columns,
@@ -177,7 +198,9 @@ async fn check_query(engine: &Engine, at: At, model: &Model, q: &Query, ctx: &st
         n_prev: q.n_prev,
         at,
     };
-    let batches = read_batches(engine, &c, &i, opts).await.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+    let batches = read_batches(engine, &c, &i, opts)
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
     let expected = model.read(q);
     for col in &q.columns {
         let want: Vec<i64> = expected
@@ -188,10 +211,19 @@ async fn check_query(engine: &Engine, at: At, model: &Model, q: &Query, ctx: &st
                 _ => r.2,
             })
             .collect();
-        assert_eq!(column_i64(&batches, col), want, "{ctx}: column {col} of {q:?}");
+        assert_eq!(
+            column_i64(&batches, col),
+            want,
+            "{ctx}: column {col} of {q:?}"
+        );
     }
     for b in &batches {
-        let names: Vec<&str> = b.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = b
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         assert_eq!(names, q.columns, "{ctx}: projection order");
     }
 }
@@ -213,14 +245,24 @@ async fn run_model(seed: u64, steps: usize) {
         let written_version = match op {
             0..=2 => {
                 let rows = random_rows(&mut rng, &mut next_v, n, 0, 60, &model.rows);
-                let r = write_rows(&engine, &c, &i, WriteOptions::default(), &rows, chunk).await.unwrap();
-                assert_eq!((r.rows_received, r.rows_written), (n as u64, n as u64), "{ctx}");
+                let r = write_rows(&engine, &c, &i, WriteOptions::default(), &rows, chunk)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    (r.rows_received, r.rows_written),
+                    (n as u64, n as u64),
+                    "{ctx}"
+                );
                 model.append(&rows);
                 exists = true;
                 Some(r.version)
             }
             3 | 4 => {
-                let keep = if rng.random_bool(0.5) { Keep::Last } else { Keep::First };
+                let keep = if rng.random_bool(0.5) {
+                    Keep::Last
+                } else {
+                    Keep::First
+                };
                 let rows = random_rows(&mut rng, &mut next_v, n, 0, 60, &model.rows);
                 let opts = WriteOptions {
                     mode: WriteMode::Upsert,
@@ -228,7 +270,9 @@ async fn run_model(seed: u64, steps: usize) {
                     keep: Some(keep),
                     ..Default::default()
                 };
-                let r = write_rows(&engine, &c, &i, opts, &rows, chunk).await.unwrap();
+                let r = write_rows(&engine, &c, &i, opts, &rows, chunk)
+                    .await
+                    .unwrap();
                 let before = model.rows.len();
                 model.upsert(&rows, keep);
                 assert_eq!(r.rows_received, n as u64, "{ctx}");
@@ -245,7 +289,9 @@ async fn run_model(seed: u64, steps: usize) {
                     mode: WriteMode::Overwrite,
                     ..Default::default()
                 };
-                let r = write_rows(&engine, &c, &i, opts, &rows, chunk).await.unwrap();
+                let r = write_rows(&engine, &c, &i, opts, &rows, chunk)
+                    .await
+                    .unwrap();
                 model.rows = stable_merge(&[], &rows);
                 Some(r.version)
             }
@@ -259,7 +305,9 @@ async fn run_model(seed: u64, steps: usize) {
                     end: Some(b * SEC),
                     ..Default::default()
                 };
-                let r = write_rows(&engine, &c, &i, opts, &rows, chunk).await.unwrap();
+                let r = write_rows(&engine, &c, &i, opts, &rows, chunk)
+                    .await
+                    .unwrap();
                 model.delete_range(a * SEC, b * SEC);
                 model.append(&rows);
                 Some(r.version)
@@ -278,7 +326,10 @@ async fn run_model(seed: u64, steps: usize) {
                     Some(engine.compact(&c, &i).await.unwrap().version)
                 } else {
                     let name = format!("s{step}");
-                    engine.create_snapshot(&c, &SnapshotName::new(&name).unwrap()).await.unwrap();
+                    engine
+                        .create_snapshot(&c, &SnapshotName::new(&name).unwrap())
+                        .await
+                        .unwrap();
                     let v = engine.item_info(&c, &i, &At::Latest).await.unwrap().version;
                     snapshots.push((name, v));
                     None
@@ -295,7 +346,17 @@ async fn run_model(seed: u64, steps: usize) {
                     .collect();
                 for v in gone {
                     history.remove(&v);
-                    let err = engine.read(&c, &i, ReadOptions { at: At::Version(v), ..Default::default() }).await.unwrap_err();
+                    let err = engine
+                        .read(
+                            &c,
+                            &i,
+                            ReadOptions {
+                                at: At::Version(v),
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .unwrap_err();
                     assert!(matches!(err, Error::VersionNotFound { .. }), "{ctx}: {err}");
                 }
                 None
@@ -309,10 +370,17 @@ async fn run_model(seed: u64, steps: usize) {
                 history.insert(v, model.clone());
             }
         }
-        assert_eq!(info.rows as usize, model.rows.len(), "{ctx}: item_info rows");
+        assert_eq!(
+            info.rows as usize,
+            model.rows.len(),
+            "{ctx}: item_info rows"
+        );
         let manifest = engine.latest(&c, &i).await.unwrap().unwrap();
         for pair in manifest.files.windows(2) {
-            assert!(pair[0].max <= pair[1].min, "{ctx}: overlapping files {pair:?}");
+            assert!(
+                pair[0].max <= pair[1].min,
+                "{ctx}: overlapping files {pair:?}"
+            );
         }
         let all = read_rows(&engine, &c, &i, all_rows()).await.unwrap();
         assert_eq!(all, model.rows, "{ctx}: full read");
@@ -323,10 +391,24 @@ async fn run_model(seed: u64, steps: usize) {
         let versions: Vec<u64> = history.keys().copied().collect();
         let v = versions[rng.random_range(0..versions.len())];
         let q = random_query(&mut rng);
-        check_query(&engine, At::Version(v), &history[&v], &q, &format!("{ctx} at v{v}")).await;
+        check_query(
+            &engine,
+            At::Version(v),
+            &history[&v],
+            &q,
+            &format!("{ctx} at v{v}"),
+        )
+        .await;
         if let Some((name, v)) = snapshots.last() {
             let snap = At::Snapshot(SnapshotName::new(name).unwrap());
-            check_query(&engine, snap, &history[v], &q, &format!("{ctx} at snapshot {name}")).await;
+            check_query(
+                &engine,
+                snap,
+                &history[v],
+                &q,
+                &format!("{ctx} at snapshot {name}"),
+            )
+            .await;
         }
     }
 }

@@ -1,0 +1,310 @@
+//! Storage engine benchmarks on a tick table, each next to the same work done on one
+//! plain Parquet file with the parquet crate (the baseline), in the same run.
+//!
+//! `cargo bench --bench storage` (set `TICKS_ROWS` to change the 10M default).
+//! Reported as medians; compare `flightstore/*` with `baseline/*` of the same step.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{
+    Array, Float64Array, Int64Array, Int8Array, RecordBatch, TimestampNanosecondArray,
+};
+use arrow::compute::kernels::cmp::{gt_eq, lt};
+use arrow::compute::{and, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use criterion::{criterion_group, criterion_main, Criterion};
+use flightstore::storage::{
+    CollectionName, Engine, ItemName, KeyRange, Options, ReadOptions, WriteMode, WriteOptions,
+};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+
+const BATCH_ROWS: usize = 65_536;
+const T0: i64 = 1_704_067_200_000_000_000; // 2024-01-01
+const STEP: i64 = 1_000_000; // one tick per millisecond
+
+fn tick_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("price", DataType::Float64, false),
+        Field::new("size", DataType::Float64, false),
+        Field::new("side", DataType::Int8, false),
+        Field::new("trade_id", DataType::Int64, false),
+    ]))
+}
+
+/// Rows `[from, to)` of the tick table, in batches; `bump` shifts prices (for upserts).
+fn ticks(from: i64, to: i64, bump: f64) -> Vec<RecordBatch> {
+    let schema = tick_schema();
+    (from..to)
+        .step_by(BATCH_ROWS)
+        .map(|start| {
+            let end = (start + BATCH_ROWS as i64).min(to);
+            let ids: Vec<i64> = (start..end).collect();
+            let ts = TimestampNanosecondArray::from_iter_values(ids.iter().map(|i| T0 + i * STEP))
+                .with_timezone("UTC");
+            let price = Float64Array::from_iter_values(
+                ids.iter().map(|i| 100.0 + (*i % 1000) as f64 * 0.01 + bump),
+            );
+            let size = Float64Array::from_iter_values(ids.iter().map(|i| ((i * 7) % 500) as f64));
+            let side =
+                Int8Array::from_iter_values(ids.iter().map(|i| if i % 3 == 0 { -1 } else { 1 }));
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(ts),
+                    Arc::new(price),
+                    Arc::new(size),
+                    Arc::new(side),
+                    Arc::new(Int64Array::from(ids)),
+                ],
+            )
+            .expect("valid batch")
+        })
+        .collect()
+}
+
+fn rows_env() -> i64 {
+    std::env::var("TICKS_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000)
+}
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    plain: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    c: CollectionName,
+    n: i64,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(
+            dir.path().join("store").to_str().unwrap(),
+            Options::default(),
+        )
+        .unwrap();
+        let n = rows_env();
+        let fixture = Self {
+            rt,
+            plain: dir.path().join("plain.parquet"),
+            dir: dir.path().to_path_buf(),
+            _dir: dir,
+            engine,
+            c: CollectionName::new("bench").unwrap(),
+            n,
+        };
+        fixture.write_engine("ticks", ticks(0, n, 0.0), WriteMode::Overwrite);
+        write_plain(&fixture.plain, &ticks(0, n, 0.0));
+        fixture
+    }
+
+    fn write_engine(&self, item: &str, batches: Vec<RecordBatch>, mode: WriteMode) {
+        let i = ItemName::new(item).unwrap();
+        let opts = WriteOptions {
+            mode,
+            dedup_on: (mode == WriteMode::Upsert).then(|| vec!["trade_id".to_string()]),
+            ..Default::default()
+        };
+        let input = stream::iter(batches.into_iter().map(Ok)).boxed();
+        self.rt
+            .block_on(self.engine.write(&self.c, &i, opts, tick_schema(), input))
+            .unwrap();
+    }
+
+    fn read_engine(&self, opts: ReadOptions) -> usize {
+        let i = ItemName::new("ticks").unwrap();
+        self.rt.block_on(async {
+            let read = self.engine.read(&self.c, &i, opts).await.unwrap();
+            read.stream
+                .try_fold(0, |n, b| async move { Ok(n + b.num_rows()) })
+                .await
+                .unwrap()
+        })
+    }
+}
+
+fn write_plain(path: &std::path::Path, batches: &[RecordBatch]) {
+    let mut writer =
+        ArrowWriter::try_new(File::create(path).unwrap(), tick_schema(), None).unwrap();
+    for b in batches {
+        writer.write(b).unwrap();
+    }
+    writer.close().unwrap();
+}
+
+fn read_plain(path: &std::path::Path, columns: Option<&[usize]>) -> Vec<RecordBatch> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+    let builder = match columns {
+        Some(c) => {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), c.iter().copied());
+            builder.with_projection(mask)
+        }
+        None => builder,
+    };
+    builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+fn in_range(batch: &RecordBatch, start: i64, end: i64) -> RecordBatch {
+    let ts = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .unwrap();
+    let ts = ts.clone().with_timezone_opt(None::<String>);
+    let lo = TimestampNanosecondArray::new_scalar(start);
+    let hi = TimestampNanosecondArray::new_scalar(end);
+    let mask = and(&gt_eq(&ts, &lo).unwrap(), &lt(&ts, &hi).unwrap()).unwrap();
+    filter_record_batch(batch, &mask).unwrap()
+}
+
+fn benches(c: &mut Criterion) {
+    let f = Fixture::new();
+    let n = f.n;
+    let mut g = c.benchmark_group("ticks");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
+
+    let all = ticks(0, n, 0.0);
+    g.bench_function("write_all/flightstore", |b| {
+        b.iter(|| f.write_engine("written", all.clone(), WriteMode::Overwrite))
+    });
+    g.bench_function("write_all/baseline", |b| {
+        b.iter(|| write_plain(&f.dir.join("w.parquet"), &all))
+    });
+    drop(all);
+
+    // Appends after the end: a fresh 100k-row block each time.
+    let block = 100_000i64;
+    let mut next = n;
+    g.bench_function("append_100k/flightstore", |b| {
+        b.iter(|| {
+            f.write_engine("ticks", ticks(next, next + block, 0.0), WriteMode::Append);
+            next += block;
+        })
+    });
+    // Baseline: a dataset of Parquet files, one new file per append.
+    let mut k = 0;
+    g.bench_function("append_100k/baseline", |b| {
+        b.iter(|| {
+            write_plain(
+                &f.dir.join(format!("append-{k}.parquet")),
+                &ticks(n + k * block, n + (k + 1) * block, 0.0),
+            );
+            k += 1;
+        })
+    });
+
+    g.bench_function("read_all/flightstore", |b| {
+        b.iter(|| assert!(f.read_engine(ReadOptions::default()) as i64 >= n))
+    });
+    g.bench_function("read_all/baseline", |b| {
+        b.iter(|| {
+            assert_eq!(
+                read_plain(&f.plain, None)
+                    .iter()
+                    .map(|b| b.num_rows() as i64)
+                    .sum::<i64>(),
+                n
+            )
+        })
+    });
+
+    let (start, end) = (T0 + n / 2 * STEP, T0 + (n / 2 + n / 100) * STEP);
+    g.bench_function("read_1pct/flightstore", |b| {
+        b.iter(|| {
+            let opts = ReadOptions {
+                range: KeyRange::new(Some(start), Some(end)),
+                ..Default::default()
+            };
+            assert_eq!(f.read_engine(opts) as i64, n / 100)
+        })
+    });
+    g.bench_function("read_1pct/baseline", |b| {
+        b.iter(|| {
+            let rows: usize = read_plain(&f.plain, None)
+                .iter()
+                .map(|b| in_range(b, start, end).num_rows())
+                .sum();
+            assert_eq!(rows as i64, n / 100)
+        })
+    });
+
+    g.bench_function("read_2_columns/flightstore", |b| {
+        b.iter(|| {
+            let opts = ReadOptions {
+                columns: Some(vec!["ts".into(), "price".into()]),
+                ..Default::default()
+            };
+            assert!(f.read_engine(opts) as i64 >= n)
+        })
+    });
+    g.bench_function("read_2_columns/baseline", |b| {
+        b.iter(|| {
+            assert_eq!(
+                read_plain(&f.plain, Some(&[0, 1]))
+                    .iter()
+                    .map(|b| b.num_rows() as i64)
+                    .sum::<i64>(),
+                n
+            )
+        })
+    });
+
+    // Upsert 100k existing rows in the middle (new prices for the same trades).
+    let (from, to) = (n / 2, n / 2 + block);
+    g.bench_function("upsert_100k/flightstore", |b| {
+        b.iter(|| f.write_engine("ticks", ticks(from, to, 1.0), WriteMode::Upsert))
+    });
+    // Baseline: what a plain-file user does: read all, replace the rows, rewrite.
+    g.bench_function("upsert_100k/baseline", |b| {
+        b.iter(|| {
+            let updates = ticks(from, to, 1.0);
+            let mut out: Vec<RecordBatch> = Vec::new();
+            for batch in read_plain(&f.plain, None) {
+                let ids = batch
+                    .column(4)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap();
+                let (lo, hi) = (ids.value(0), ids.value(ids.len() - 1));
+                if hi < from || lo >= to {
+                    out.push(batch);
+                    continue;
+                }
+                out.push(in_range(&batch, T0 + lo * STEP, T0 + from * STEP));
+                if lo <= from {
+                    out.extend(updates.iter().cloned());
+                }
+                out.push(in_range(&batch, T0 + to * STEP, T0 + (hi + 1) * STEP));
+            }
+            write_plain(&f.dir.join("upserted.parquet"), &out);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(storage, benches);
+criterion_main!(storage);

@@ -3,7 +3,9 @@
 //! ```text
 //!   clients (pyarrow, Rust, Java, Go, ADBC)
 //!        │ Arrow Flight / gRPC
-//!   flight   (FlightService: DoPut, DoGet, GetFlightInfo, actions)   [next issue]
+//!   server   (tonic transport: port, TCP_NODELAY, HTTP/2 windows, shutdown)
+//!        │
+//!   flight   (FlightService: DoPut, DoGet, GetFlightInfo, ListFlights, actions)
 //!        │
 //!   sql      (DataFusion: row filters, later Flight SQL)
 //!        │
@@ -15,7 +17,11 @@
 //! # Layout
 //! - [`storage`]: the engine; no dependency on anything above it.
 //! - [`sql`]: DataFusion glue (row filters).
+//! - [`flight`]: the Flight surface; wire messages in `proto/` (crate `flightstore-client`).
+//! - [`server`]: binding, transport tuning and shutdown; `src/main.rs` is the CLI.
 #![warn(missing_docs)]
 
+pub mod flight;
+pub mod server;
 pub mod sql;
 pub mod storage;

@@ -1,9 +1,72 @@
-//! The `flightstore` binary (the Flight server arrives with the next issue).
+//! The `flightstore` binary: `flightstore serve`.
 
-fn main() {
-    eprintln!(
-        "flightstore {}: the Flight server is not built yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use flightstore::server::{shutdown_signal, Bound, Config};
+use flightstore::storage::Options;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flightstore",
+    version,
+    about = "A time-series store that speaks Apache Arrow Flight"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Flight server.
+    Serve(Serve),
+}
+
+#[derive(Debug, clap::Args)]
+struct Serve {
+    /// Data root: a folder, file:///path, or memory:// (nothing persists).
+    #[arg(long, env = "FLIGHTSTORE_DATA", default_value = "./flightstore-data")]
+    data: String,
+    /// Address to listen on; port 0 picks a free port (logged).
+    #[arg(long, env = "FLIGHTSTORE_BIND", default_value = "127.0.0.1:8815")]
+    bind: SocketAddr,
+    /// Largest gRPC message accepted or sent, in MiB.
+    #[arg(long, env = "FLIGHTSTORE_MAX_MESSAGE_MB", default_value_t = 64)]
+    max_message_mb: usize,
+    /// Upload bytes sorted in memory per chunk before staging to disk, in MiB.
+    #[arg(long, env = "FLIGHTSTORE_STAGE_MB", default_value_t = 64)]
+    stage_mb: usize,
+    /// How long old versions stay readable (unless a snapshot holds them), in seconds.
+    #[arg(long, env = "FLIGHTSTORE_RETENTION_SECS", default_value_t = 3600)]
+    retention_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLIGHTSTORE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve(s) => {
+            let config = Config {
+                data: s.data,
+                bind: s.bind,
+                max_message_bytes: s.max_message_mb << 20,
+                options: Options {
+                    stage_bytes: s.stage_mb << 20,
+                    vacuum_retention: Duration::from_secs(s.retention_secs),
+                    ..Options::default()
+                },
+            };
+            Bound::bind(config).await?.serve(shutdown_signal()).await
+        }
+    }
 }

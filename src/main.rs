@@ -38,6 +38,9 @@ struct Serve {
     /// Largest gRPC message accepted or sent, in MiB.
     #[arg(long, env = "FLIGHTSTORE_MAX_MESSAGE_MB", default_value_t = 64)]
     max_message_mb: usize,
+    /// Reads over more rows are split into several endpoints (fetch them in parallel).
+    #[arg(long, env = "FLIGHTSTORE_ENDPOINT_ROWS", default_value_t = flightstore::flight::ENDPOINT_ROWS)]
+    endpoint_rows: u64,
     /// Upload bytes sorted in memory per chunk before staging to disk, in MiB.
     #[arg(long, env = "FLIGHTSTORE_STAGE_MB", default_value_t = 64)]
     stage_mb: usize,
@@ -49,6 +52,8 @@ struct Serve {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLIGHTSTORE_LOG")
                 .unwrap_or_else(|_| "info".into()),
@@ -60,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
                 data: s.data,
                 bind: s.bind,
                 max_message_bytes: s.max_message_mb << 20,
+                endpoint_rows: s.endpoint_rows,
                 options: Options {
                     stage_bytes: s.stage_mb << 20,
                     vacuum_retention: Duration::from_secs(s.retention_secs),

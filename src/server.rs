@@ -11,7 +11,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::info;
 
-use crate::flight::{FlightStore, MAX_MESSAGE_BYTES};
+use crate::flight::{FlightStore, ENDPOINT_ROWS, MAX_MESSAGE_BYTES};
 use crate::storage::{Engine, Options};
 
 /// What `flightstore serve` needs.
@@ -23,6 +23,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Largest gRPC message accepted or sent, bytes.
     pub max_message_bytes: usize,
+    /// Reads over more rows are split into several endpoints.
+    pub endpoint_rows: u64,
     /// Engine settings.
     pub options: Options,
 }
@@ -33,6 +35,7 @@ impl Default for Config {
             data: "./flightstore-data".into(),
             bind: SocketAddr::from(([127, 0, 0, 1], 8815)),
             max_message_bytes: MAX_MESSAGE_BYTES,
+            endpoint_rows: ENDPOINT_ROWS,
             options: Options::default(),
         }
     }
@@ -70,7 +73,9 @@ impl Bound {
         let addr = self.local_addr();
         info!(%addr, data = %self.config.data, "flightstore listening");
         let limit = self.config.max_message_bytes;
-        let service = FlightServiceServer::new(FlightStore::new(self.engine))
+        let service = FlightServiceServer::new(
+            FlightStore::new(self.engine).with_endpoint_rows(self.config.endpoint_rows),
+        )
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         // Small Flight messages must not wait for Nagle; large windows keep bulk

@@ -47,12 +47,22 @@ type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[derive(Debug, Clone)]
 pub struct FlightStore {
     engine: Engine,
+    endpoint_rows: u64,
 }
 
 impl FlightStore {
     /// Serve `engine`.
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            endpoint_rows: ENDPOINT_ROWS,
+        }
+    }
+
+    /// Split reads into endpoints of about `rows` rows (at file bounds).
+    pub fn with_endpoint_rows(mut self, rows: u64) -> Self {
+        self.endpoint_rows = rows.max(1);
+        self
     }
 
     /// A read from a descriptor: a path `[collection, item...]` or a `ReadRequest`.
@@ -102,9 +112,9 @@ impl FlightStore {
         }
     }
 
-    /// Endpoints for a read: split at file bounds into pieces of about [`ENDPOINT_ROWS`],
+    /// Endpoints for a read: split at file bounds into pieces of about `endpoint_rows`,
     /// unless `limit`, `last` or `n_prev` need the read whole.
-    fn endpoints(read: &Read) -> Vec<FlightEndpoint> {
+    fn endpoints(&self, read: &Read) -> Vec<FlightEndpoint> {
         let o = &read.options;
         let whole = o.limit.is_some() || o.last.is_some() || o.n_prev > 0;
         let range = o.range;
@@ -118,7 +128,7 @@ impl FlightStore {
         if !whole {
             let mut rows = 0u64;
             for f in &files {
-                if rows >= ENDPOINT_ROWS && range.start.is_none_or(|s| f.min > s) {
+                if rows >= self.endpoint_rows && range.start.is_none_or(|s| f.min > s) {
                     cuts.push(f.min);
                     rows = 0;
                 }
@@ -330,7 +340,7 @@ impl FlightService for FlightStore {
             .with_total_bytes(bytes)
             .with_ordered(true)
             .with_app_metadata(json!({"version": read.manifest.version}).to_string());
-        for e in Self::endpoints(&read) {
+        for e in self.endpoints(&read) {
             info = info.with_endpoint(e);
         }
         Ok(Response::new(info))

@@ -1,0 +1,4 @@
+//! Integration tests of the Flight service: a real server on a random port, real clients.
+
+mod common;
+mod surface;

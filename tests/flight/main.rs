@@ -1,4 +1,6 @@
 //! Integration tests of the Flight service: a real server on a random port, real clients.
 
 mod common;
+mod concurrency;
+mod errors;
 mod surface;

@@ -76,8 +76,8 @@ impl Bound {
         let service = FlightServiceServer::new(
             FlightStore::new(self.engine).with_endpoint_rows(self.config.endpoint_rows),
         )
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
         // Small Flight messages must not wait for Nagle; large windows keep bulk
         // transfers from stalling on flow control (see PERF-NOTES.md).
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));

@@ -45,11 +45,19 @@ impl TestServer {
         tokio::spawn(bound.serve(async {
             let _ = stopped.await;
         }));
-        Self { addr, dir, stop: Some(stop) }
+        Self {
+            addr,
+            dir,
+            stop: Some(stop),
+        }
     }
 
     pub(crate) async fn client(&self) -> FlightClient {
-        let channel = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap();
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let inner = FlightServiceClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
@@ -67,7 +75,11 @@ impl Drop for TestServer {
 
 pub(crate) fn tick_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            true,
+        ),
         Field::new("price", DataType::Float64, true),
         Field::new("side", DataType::Int8, true),
         Field::new("trade_id", DataType::Int64, true),
@@ -80,9 +92,16 @@ pub(crate) fn ticks(ids: impl IntoIterator<Item = i64>, bump: f64) -> RecordBatc
     RecordBatch::try_new(
         tick_schema(),
         vec![
-            Arc::new(TimestampNanosecondArray::from_iter_values(ids.iter().map(|i| T0 + i * SEC)).with_timezone("UTC")),
-            Arc::new(Float64Array::from_iter_values(ids.iter().map(|i| *i as f64 + bump))),
-            Arc::new(Int8Array::from_iter_values(ids.iter().map(|i| (i % 2) as i8))),
+            Arc::new(
+                TimestampNanosecondArray::from_iter_values(ids.iter().map(|i| T0 + i * SEC))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|i| *i as f64 + bump),
+            )),
+            Arc::new(Int8Array::from_iter_values(
+                ids.iter().map(|i| (i % 2) as i8),
+            )),
             Arc::new(Int64Array::from(ids)),
         ],
     )
@@ -107,7 +126,11 @@ pub(crate) fn code(e: &FlightError) -> Code {
 }
 
 /// DoPut `batches` under `descriptor`; the receipt JSON.
-pub(crate) async fn put(client: &mut FlightClient, descriptor: FlightDescriptor, batches: Vec<RecordBatch>) -> Result<Value, FlightError> {
+pub(crate) async fn put(
+    client: &mut FlightClient,
+    descriptor: FlightDescriptor,
+    batches: Vec<RecordBatch>,
+) -> Result<Value, FlightError> {
     let schema = batches.first().map_or_else(tick_schema, |b| b.schema());
     let data = FlightDataEncoderBuilder::new()
         .with_schema(schema)
@@ -121,12 +144,25 @@ pub(crate) async fn put(client: &mut FlightClient, descriptor: FlightDescriptor,
     Ok(receipt.expect("a PutResult"))
 }
 
-pub(crate) async fn get(client: &mut FlightClient, ticket: Value) -> Result<Vec<RecordBatch>, FlightError> {
-    client.do_get(Ticket::new(ticket.to_string())).await?.try_collect().await
+pub(crate) async fn get(
+    client: &mut FlightClient,
+    ticket: Value,
+) -> Result<Vec<RecordBatch>, FlightError> {
+    client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await?
+        .try_collect()
+        .await
 }
 
-pub(crate) async fn action(client: &mut FlightClient, name: &str, body: Value) -> Result<Value, FlightError> {
-    let mut results = client.do_action(Action::new(name, body.to_string())).await?;
+pub(crate) async fn action(
+    client: &mut FlightClient,
+    name: &str,
+    body: Value,
+) -> Result<Value, FlightError> {
+    let mut results = client
+        .do_action(Action::new(name, body.to_string()))
+        .await?;
     let first = results.next().await.expect("one result")?;
     Ok(serde_json::from_slice(&first).unwrap())
 }
@@ -135,7 +171,12 @@ pub(crate) fn ids(batches: &[RecordBatch]) -> Vec<i64> {
     batches
         .iter()
         .flat_map(|b| {
-            let a = b.column_by_name("trade_id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+            let a = b
+                .column_by_name("trade_id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
             a.values().to_vec()
         })
         .collect()
@@ -145,7 +186,12 @@ pub(crate) fn prices(batches: &[RecordBatch]) -> Vec<f64> {
     batches
         .iter()
         .flat_map(|b| {
-            let a = b.column_by_name("price").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+            let a = b
+                .column_by_name("price")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap();
             a.values().to_vec()
         })
         .collect()

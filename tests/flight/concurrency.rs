@@ -14,7 +14,9 @@ async fn concurrent_appenders_and_readers_over_the_network() {
     const ROWS: i64 = 100;
     let server = TestServer::start().await;
     let mut first = server.client().await;
-    put(&mut first, path("c", "t"), vec![ticks(0..ROWS, 0.0)]).await.unwrap();
+    put(&mut first, path("c", "t"), vec![ticks(0..ROWS, 0.0)])
+        .await
+        .unwrap();
 
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -25,7 +27,9 @@ async fn concurrent_appenders_and_readers_over_the_network() {
                 // Interleaved ids: writers' rows land inside each other's ranges.
                 let base = ROWS + (p * WRITERS + w) * ROWS;
                 let ids: Vec<i64> = (0..ROWS).map(|k| base + k).collect();
-                let r = put(&mut client, path("c", "t"), vec![ticks(ids, 0.0)]).await.unwrap();
+                let r = put(&mut client, path("c", "t"), vec![ticks(ids, 0.0)])
+                    .await
+                    .unwrap();
                 assert_eq!(r["rows_written"], ROWS);
             }
         }));
@@ -40,13 +44,22 @@ async fn concurrent_appenders_and_readers_over_the_network() {
                 let info = client.get_flight_info(path("c", "t")).await.unwrap();
                 let mut got = Vec::new();
                 for e in &info.endpoint {
-                    let b: Vec<_> = client.do_get(e.ticket.clone().unwrap()).await.unwrap().try_collect().await.unwrap();
+                    let b: Vec<_> = client
+                        .do_get(e.ticket.clone().unwrap())
+                        .await
+                        .unwrap()
+                        .try_collect()
+                        .await
+                        .unwrap();
                     got.extend(ids(&b));
                 }
                 // A whole version: whole uploads only, each row once, in order.
                 assert_eq!(got.len() as i64 % ROWS, 0, "a partial commit is visible");
                 assert_eq!(got.len() as i64, info.total_records);
-                assert!(got.windows(2).all(|w| w[0] < w[1]), "rows out of order or duplicated");
+                assert!(
+                    got.windows(2).all(|w| w[0] < w[1]),
+                    "rows out of order or duplicated"
+                );
                 reads += 1;
             }
             reads
@@ -59,10 +72,18 @@ async fn concurrent_appenders_and_readers_over_the_network() {
     for r in readers {
         assert!(r.await.unwrap() > 0);
     }
-    let all = ids(&get(&mut first, json!({"collection": "c", "item": "t"})).await.unwrap());
+    let all = ids(&get(&mut first, json!({"collection": "c", "item": "t"}))
+        .await
+        .unwrap());
     let expected = ROWS * (1 + WRITERS * PUTS);
     assert_eq!(all.len() as i64, expected);
     assert_eq!(all.iter().collect::<HashSet<_>>().len() as i64, expected);
-    let versions = action(&mut first, "list_versions", json!({"collection": "c", "item": "t"})).await.unwrap();
+    let versions = action(
+        &mut first,
+        "list_versions",
+        json!({"collection": "c", "item": "t"}),
+    )
+    .await
+    .unwrap();
     assert!(versions.as_array().unwrap().len() as i64 > WRITERS * PUTS);
 }

@@ -28,38 +28,145 @@ async fn action_code(client: &mut FlightClient, name: &str, body: &[u8]) -> Code
 
 /// Version and rows of c/t: what must not change.
 async fn state(client: &mut FlightClient) -> (serde_json::Value, Vec<i64>) {
-    let info = action(client, "item_info", json!({"collection": "c", "item": "t"})).await.unwrap();
-    (info["version"].clone(), ids(&get(client, json!({"collection": "c", "item": "t"})).await.unwrap()))
+    let info = action(client, "item_info", json!({"collection": "c", "item": "t"}))
+        .await
+        .unwrap();
+    (
+        info["version"].clone(),
+        ids(&get(client, json!({"collection": "c", "item": "t"}))
+            .await
+            .unwrap()),
+    )
 }
 
 #[tokio::test]
 async fn malformed_tickets_commands_and_bodies_are_invalid_arguments() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    put(&mut client, path("c", "t"), vec![ticks(0..10, 0.0)]).await.unwrap();
+    put(&mut client, path("c", "t"), vec![ticks(0..10, 0.0)])
+        .await
+        .unwrap();
 
-    assert_eq!(get_code(&mut client, b"\xff\x00garbage").await, Code::InvalidArgument);
-    assert_eq!(get_code(&mut client, b"{not json").await, Code::InvalidArgument);
-    assert_eq!(get_code(&mut client, br#"{"collection": "c", "item": "t", "limt": 5}"#).await, Code::InvalidArgument);
-    assert_eq!(get_code(&mut client, br#"{"collection": "c", "item": "t", "start": "yesterday"}"#).await, Code::InvalidArgument);
-    assert_eq!(get_code(&mut client, br#"{"collection": "c", "item": "t", "limit": 1, "last": 1}"#).await, Code::InvalidArgument);
-    assert_eq!(get_code(&mut client, br#"{"collection": "c", "item": "t", "version": 1, "snapshot": "s"}"#).await, Code::InvalidArgument);
-    assert_eq!(get_code(&mut client, br#"{"collection": "c", "item": "t", "filter": "nope > 1"}"#).await, Code::InvalidArgument);
-    assert_eq!(get_code(&mut client, br#"{"collection": "c", "item": "t", "columns": ["nope"]}"#).await, Code::InvalidArgument);
+    assert_eq!(
+        get_code(&mut client, b"\xff\x00garbage").await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        get_code(&mut client, b"{not json").await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        get_code(
+            &mut client,
+            br#"{"collection": "c", "item": "t", "limt": 5}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        get_code(
+            &mut client,
+            br#"{"collection": "c", "item": "t", "start": "yesterday"}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        get_code(
+            &mut client,
+            br#"{"collection": "c", "item": "t", "limit": 1, "last": 1}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        get_code(
+            &mut client,
+            br#"{"collection": "c", "item": "t", "version": 1, "snapshot": "s"}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        get_code(
+            &mut client,
+            br#"{"collection": "c", "item": "t", "filter": "nope > 1"}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        get_code(
+            &mut client,
+            br#"{"collection": "c", "item": "t", "columns": ["nope"]}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
 
-    let e = client.get_flight_info(FlightDescriptor::new_path(vec!["only-collection".into()])).await.unwrap_err();
+    let e = client
+        .get_flight_info(FlightDescriptor::new_path(vec!["only-collection".into()]))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
-    let e = client.get_flight_info(cmd(json!({"collection": "c", "item": "t", "columns": ["nope"]}))).await.unwrap_err();
+    let e = client
+        .get_flight_info(cmd(
+            json!({"collection": "c", "item": "t", "columns": ["nope"]}),
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
-    let e = client.list_flights("{\"colection\": \"c\"}").await.map(|_| ()).unwrap_err();
+    let e = client
+        .list_flights("{\"colection\": \"c\"}")
+        .await
+        .map(|_| ())
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
 
-    assert_eq!(action_code(&mut client, "no_such_action", b"{}").await, Code::InvalidArgument);
-    assert_eq!(action_code(&mut client, "item_info", b"{\"collection\": \"c\"").await, Code::InvalidArgument);
-    assert_eq!(action_code(&mut client, "item_info", br#"{"collection": "c", "item": "t", "x": 1}"#).await, Code::InvalidArgument);
-    assert_eq!(action_code(&mut client, "update_metadata", br#"{"collection": "c", "item": "t"}"#).await, Code::InvalidArgument);
-    assert_eq!(action_code(&mut client, "missing_intervals", br#"{"collection": "c", "item": "t", "start": 0, "end": 10, "freq": "1 parsec"}"#).await, Code::InvalidArgument);
-    assert_eq!(action_code(&mut client, "delete_range", br#"{"collection": "c", "item": "t", "start": 0}"#).await, Code::InvalidArgument);
+    assert_eq!(
+        action_code(&mut client, "no_such_action", b"{}").await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        action_code(&mut client, "item_info", b"{\"collection\": \"c\"").await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        action_code(
+            &mut client,
+            "item_info",
+            br#"{"collection": "c", "item": "t", "x": 1}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        action_code(
+            &mut client,
+            "update_metadata",
+            br#"{"collection": "c", "item": "t"}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        action_code(
+            &mut client,
+            "missing_intervals",
+            br#"{"collection": "c", "item": "t", "start": 0, "end": 10, "freq": "1 parsec"}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        action_code(
+            &mut client,
+            "delete_range",
+            br#"{"collection": "c", "item": "t", "start": 0}"#
+        )
+        .await,
+        Code::InvalidArgument
+    );
 
     // Bad WriteRequests are refused before anything is written.
     for body in [
@@ -71,7 +178,9 @@ async fn malformed_tickets_commands_and_bodies_are_invalid_arguments() {
         json!({"collection": "c", "item": "t", "mode": "replace_range"}),
         json!({"collection": "c", "item": "t", "unknown": true}),
     ] {
-        let e = put(&mut client, cmd(body.clone()), vec![ticks(100..110, 0.0)]).await.unwrap_err();
+        let e = put(&mut client, cmd(body.clone()), vec![ticks(100..110, 0.0)])
+            .await
+            .unwrap_err();
         assert_eq!(code(&e), Code::InvalidArgument, "{body}");
     }
     assert_eq!(state(&mut client).await, (json!(1), (0..10).collect()));
@@ -81,22 +190,60 @@ async fn malformed_tickets_commands_and_bodies_are_invalid_arguments() {
 async fn unknown_things_are_not_found() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    put(&mut client, path("c", "t"), vec![ticks(0..10, 0.0)]).await.unwrap();
-    assert_eq!(get_code(&mut client, br#"{"collection": "c", "item": "nope"}"#).await, Code::NotFound);
-    assert_eq!(get_code(&mut client, br#"{"collection": "nope", "item": "t"}"#).await, Code::NotFound);
-    assert_eq!(get_code(&mut client, br#"{"collection": "c", "item": "t", "version": 9}"#).await, Code::NotFound);
-    assert_eq!(get_code(&mut client, br#"{"collection": "c", "item": "t", "snapshot": "nope"}"#).await, Code::NotFound);
-    assert_eq!(code(&client.get_flight_info(path("c", "nope")).await.unwrap_err()), Code::NotFound);
-    assert_eq!(code(&client.get_schema(path("c", "nope")).await.unwrap_err()), Code::NotFound);
+    put(&mut client, path("c", "t"), vec![ticks(0..10, 0.0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        get_code(&mut client, br#"{"collection": "c", "item": "nope"}"#).await,
+        Code::NotFound
+    );
+    assert_eq!(
+        get_code(&mut client, br#"{"collection": "nope", "item": "t"}"#).await,
+        Code::NotFound
+    );
+    assert_eq!(
+        get_code(
+            &mut client,
+            br#"{"collection": "c", "item": "t", "version": 9}"#
+        )
+        .await,
+        Code::NotFound
+    );
+    assert_eq!(
+        get_code(
+            &mut client,
+            br#"{"collection": "c", "item": "t", "snapshot": "nope"}"#
+        )
+        .await,
+        Code::NotFound
+    );
+    assert_eq!(
+        code(&client.get_flight_info(path("c", "nope")).await.unwrap_err()),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(&client.get_schema(path("c", "nope")).await.unwrap_err()),
+        Code::NotFound
+    );
     for (name, body) in [
         ("item_info", json!({"collection": "c", "item": "nope"})),
         ("delete_item", json!({"collection": "c", "item": "nope"})),
         ("get_metadata", json!({"collection": "c", "item": "nope"})),
         ("list_items", json!({"collection": "nope"})),
-        ("delete_snapshot", json!({"collection": "c", "snapshot": "nope"})),
-        ("delete_range", json!({"collection": "c", "item": "nope", "start": 0, "end": 1})),
+        (
+            "delete_snapshot",
+            json!({"collection": "c", "snapshot": "nope"}),
+        ),
+        (
+            "delete_range",
+            json!({"collection": "c", "item": "nope", "start": 0, "end": 1}),
+        ),
     ] {
-        assert_eq!(action_code(&mut client, name, body.to_string().as_bytes()).await, Code::NotFound, "{name}");
+        assert_eq!(
+            action_code(&mut client, name, body.to_string().as_bytes()).await,
+            Code::NotFound,
+            "{name}"
+        );
     }
 }
 
@@ -104,15 +251,34 @@ async fn unknown_things_are_not_found() {
 async fn traversal_and_bad_names_are_refused() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    for (c, item) in [("..", "t"), ("c", "../../etc"), ("c", "a//b"), ("c", "a/./b"), ("c", "bad\nname"), ("c", "_manifest"), ("", "t")] {
+    for (c, item) in [
+        ("..", "t"),
+        ("c", "../../etc"),
+        ("c", "a//b"),
+        ("c", "a/./b"),
+        ("c", "bad\nname"),
+        ("c", "_manifest"),
+        ("", "t"),
+    ] {
         let descriptor = FlightDescriptor::new_path(vec![c.to_string(), item.to_string()]);
-        let e = put(&mut client, descriptor, vec![ticks(0..1, 0.0)]).await.unwrap_err();
+        let e = put(&mut client, descriptor, vec![ticks(0..1, 0.0)])
+            .await
+            .unwrap_err();
         assert_eq!(code(&e), Code::InvalidArgument, "{c}/{item}");
         let ticket = json!({"collection": c, "item": item}).to_string();
-        assert_eq!(get_code(&mut client, ticket.as_bytes()).await, Code::InvalidArgument, "{c}/{item}");
+        assert_eq!(
+            get_code(&mut client, ticket.as_bytes()).await,
+            Code::InvalidArgument,
+            "{c}/{item}"
+        );
     }
     // Nothing was created anywhere.
-    assert_eq!(action(&mut client, "list_collections", json!({})).await.unwrap(), json!([]));
+    assert_eq!(
+        action(&mut client, "list_collections", json!({}))
+            .await
+            .unwrap(),
+        json!([])
+    );
     let mut files = Vec::new();
     for e in walk(server.dir.path()) {
         files.push(e);
@@ -137,19 +303,30 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn bad_uploads_change_nothing() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    put(&mut client, path("c", "t"), vec![ticks(0..10, 0.0)]).await.unwrap();
+    put(&mut client, path("c", "t"), vec![ticks(0..10, 0.0)])
+        .await
+        .unwrap();
 
     // Schema mismatch: a column with another type, and an extra column.
     let wrong = Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())), true),
+        Field::new(
+            "ts",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())),
+            true,
+        ),
         Field::new("price", DataType::Int64, true),
     ]));
     let batch = RecordBatch::try_new(
         Arc::clone(&wrong),
-        vec![Arc::new(TimestampNanosecondArray::from(vec![T0 + 100 * SEC]).with_timezone("UTC")), Arc::new(Int64Array::from(vec![1]))],
+        vec![
+            Arc::new(TimestampNanosecondArray::from(vec![T0 + 100 * SEC]).with_timezone("UTC")),
+            Arc::new(Int64Array::from(vec![1])),
+        ],
     )
     .unwrap();
-    let e = put(&mut client, path("c", "t"), vec![batch]).await.unwrap_err();
+    let e = put(&mut client, path("c", "t"), vec![batch])
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
     assert!(e.to_string().contains("price"), "{e}");
 
@@ -165,21 +342,43 @@ async fn bad_uploads_change_nothing() {
         ],
     )
     .unwrap();
-    let e = put(&mut client, path("c", "t"), vec![ticks(100..150, 0.0), nulls]).await.unwrap_err();
+    let e = put(
+        &mut client,
+        path("c", "t"),
+        vec![ticks(100..150, 0.0), nulls],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
 
     // No ordering column at all (a new item: no timestamp column to default to).
-    let no_ts = Arc::new(Schema::new(vec![Field::new("price", DataType::Float64, true)]));
+    let no_ts = Arc::new(Schema::new(vec![Field::new(
+        "price",
+        DataType::Float64,
+        true,
+    )]));
     let b = RecordBatch::try_new(no_ts, vec![Arc::new(Float64Array::from(vec![1.0]))]).unwrap();
-    let e = put(&mut client, path("c", "new"), vec![b]).await.unwrap_err();
+    let e = put(&mut client, path("c", "new"), vec![b])
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
 
     // A different ordering column on an existing item.
-    let e = put(&mut client, cmd(json!({"collection": "c", "item": "t", "ordered_on": "trade_id"})), vec![ticks(300..301, 0.0)]).await.unwrap_err();
+    let e = put(
+        &mut client,
+        cmd(json!({"collection": "c", "item": "t", "ordered_on": "trade_id"})),
+        vec![ticks(300..301, 0.0)],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(&e), Code::FailedPrecondition);
 
     // A stream that is not Arrow at all.
-    let junk = FlightData { flight_descriptor: Some(path("c", "t")), data_header: vec![1, 2, 3].into(), ..Default::default() };
+    let junk = FlightData {
+        flight_descriptor: Some(path("c", "t")),
+        data_header: vec![1, 2, 3].into(),
+        ..Default::default()
+    };
     let e = match client.do_put(stream::iter(vec![Ok(junk)])).await {
         Ok(mut s) => s.try_next().await.unwrap_err(),
         Err(e) => e,
@@ -187,6 +386,8 @@ async fn bad_uploads_change_nothing() {
     assert_eq!(code(&e), Code::InvalidArgument);
 
     assert_eq!(state(&mut client).await, (json!(1), (0..10).collect()));
-    let items = action(&mut client, "list_items", json!({"collection": "c"})).await.unwrap();
+    let items = action(&mut client, "list_items", json!({"collection": "c"}))
+        .await
+        .unwrap();
     assert_eq!(items, json!(["t"]));
 }

@@ -3,4 +3,5 @@
 mod common;
 mod concurrency;
 mod errors;
+mod python;
 mod surface;

@@ -1,0 +1,124 @@
+"""A new user's session with plain pyarrow.flight: no Flightstore library needed."""
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+
+def assert_same(got, expected):
+    # A DatetimeIndex's `freq` is a pandas-side hint, not data: it does not travel.
+    pd.testing.assert_frame_equal(got, expected, check_freq=False)
+
+
+def action(client, name, **body):
+    (result,) = list(client.do_action(flight.Action(name, json.dumps(body).encode())))
+    return json.loads(result.body.to_pybytes())
+
+
+def put(client, descriptor, table):
+    writer, reader = client.do_put(descriptor, table.schema)
+    writer.write_table(table)
+    writer.done_writing()
+    result = reader.read()
+    writer.close()  # raises the server's error, if any
+    return json.loads(result.to_pybytes())
+
+
+def read(client, **request):
+    ticket = flight.Ticket(json.dumps(request).encode())
+    return client.do_get(ticket).read_all()
+
+
+def frame(start, periods, price0=0.0):
+    index = pd.date_range(start, periods=periods, freq="1min", tz="America/New_York", name="ts")
+    return pd.DataFrame(
+        {
+            "price": np.arange(periods, dtype="float64") + price0,
+            "size": np.arange(periods, dtype="int64"),
+            "side": pd.Categorical(np.where(np.arange(periods) % 2 == 0, "buy", "sell"), categories=["buy", "sell"]),
+        },
+        index=index,
+    )
+
+
+def test_a_new_users_session(client):
+    df = frame("2024-01-02 09:30", 60)
+    table = pa.Table.from_pandas(df)
+    receipt = put(client, flight.FlightDescriptor.for_path("NYSE", "IBM"), table)
+    assert receipt == {"version": 1, "rows_received": 60, "rows_written": 60}
+
+    # Append the next hour.
+    more = frame("2024-01-02 10:30", 60, price0=60)
+    receipt = put(client, flight.FlightDescriptor.for_path("NYSE", "IBM"), pa.Table.from_pandas(more))
+    assert receipt["version"] == 2
+
+    # Read all back through GetFlightInfo: same frame, same dtypes, same index.
+    info = client.get_flight_info(flight.FlightDescriptor.for_path("NYSE", "IBM"))
+    assert info.total_records == 120
+    got = pa.concat_tables([client.do_get(e.ticket).read_all() for e in info.endpoints]).to_pandas()
+    expected = pd.concat([df, more])
+    assert_same(got, expected)
+    assert str(got.index.dtype) == "datetime64[ns, America/New_York]"
+    assert isinstance(got["side"].dtype, pd.CategoricalDtype)
+
+    # A range read with ISO times (and a zone).
+    part = read(client, collection="NYSE", item="IBM", start="2024-01-02T10:00:00-05:00", end="2024-01-02T10:10:00-05:00").to_pandas()
+    assert_same(part, expected.loc["2024-01-02 10:00":"2024-01-02 10:09"])
+
+    # Upsert with a de-duplication key: 5 rows replaced, 10 new.
+    update = frame("2024-01-02 11:25", 15, price0=1000)
+    desc = flight.FlightDescriptor.for_command(json.dumps(
+        {"collection": "NYSE", "item": "IBM", "mode": "upsert", "dedup_on": ["ts"]}).encode())
+    receipt = put(client, desc, pa.Table.from_pandas(update))
+    assert receipt["version"] == 3
+    after = read(client, collection="NYSE", item="IBM").to_pandas()
+    assert len(after) == 130
+    assert_same(after.loc["2024-01-02 11:25":], update)
+    assert after.index.is_unique and after.index.is_monotonic_increasing
+
+    # Metadata: merge, remove with null.
+    assert action(client, "update_metadata", collection="NYSE", item="IBM", metadata={"source": "sip", "tmp": 1}) == {"source": "sip", "tmp": 1}
+    assert action(client, "update_metadata", collection="NYSE", item="IBM", metadata={"tmp": None}) == {"source": "sip"}
+
+    # Snapshot, write more, read at the snapshot.
+    action(client, "create_snapshot", collection="NYSE", snapshot="eod")
+    put(client, flight.FlightDescriptor.for_path("NYSE", "IBM"), pa.Table.from_pandas(frame("2024-01-03 09:30", 30)))
+    assert read(client, collection="NYSE", item="IBM").num_rows == 160
+    pinned = read(client, collection="NYSE", item="IBM", snapshot="eod").to_pandas()
+    assert_same(pinned, after)
+
+    # List: the inventory, with rows and range.
+    put(client, flight.FlightDescriptor.for_path("NYSE", "MSFT"), pa.Table.from_pandas(frame("2024-01-02 09:30", 5)))
+    flights = {tuple(p.decode() for p in f.descriptor.path): f for f in client.list_flights(json.dumps({"collection": "NYSE"}).encode())}
+    assert set(flights) == {("NYSE", "IBM"), ("NYSE", "MSFT")}
+    assert flights[("NYSE", "IBM")].total_records == 160
+    meta = json.loads(flights[("NYSE", "IBM")].app_metadata)
+    assert meta["metadata"] == {"source": "sip"}
+    assert meta["start"] == pd.Timestamp("2024-01-02 09:30", tz="America/New_York").value
+    assert action(client, "list_items", collection="NYSE") == ["IBM", "MSFT"]
+
+
+def test_last_n_and_projection_and_filter(client):
+    put(client, flight.FlightDescriptor.for_path("IOT", "berlin/temp"), pa.Table.from_pandas(frame("2024-05-01", 100)))
+    last = read(client, collection="IOT", item="berlin/temp", last=3, columns=["price"])
+    assert last.column_names == ["price"]
+    assert last.column("price").to_pylist() == [97.0, 98.0, 99.0]
+    sells = read(client, collection="IOT", item="berlin/temp", filter="side = 'sell' AND price < 10")
+    assert sells.column("price").to_pylist() == [1.0, 3.0, 5.0, 7.0, 9.0]
+
+
+def test_errors_carry_the_right_codes(client):
+    # NOT_FOUND surfaces as ArrowKeyError, INVALID_ARGUMENT as ArrowInvalid.
+    with pytest.raises(pa.ArrowKeyError, match="not found"):
+        read(client, collection="IOT", item="no-such-item")
+    with pytest.raises(pa.ArrowInvalid):
+        read(client, collection="IOT", item="berlin/temp", limt=3)
+    with pytest.raises(pa.ArrowInvalid):
+        put(client, flight.FlightDescriptor.for_path("IOT", "..", "x"), pa.Table.from_pandas(frame("2024-05-01", 1)))
+    bad = pa.table({"ts": pa.array([1, None], pa.timestamp("ns", "UTC")), "v": [1.0, 2.0]})
+    with pytest.raises(pa.ArrowInvalid):
+        put(client, flight.FlightDescriptor.for_path("IOT", "nulls"), bad)
+    assert "nulls" not in action(client, "list_items", collection="IOT")

@@ -34,8 +34,9 @@ use wire::Read;
 
 pub use actions::ACTIONS;
 
-/// Largest `FlightData` message the server sends: batches are split below it.
-pub const MAX_FLIGHT_DATA_BYTES: usize = 4 << 20;
+/// Target size of a `FlightData` message the server sends: larger batches are split,
+/// which keeps messages under the 4 MiB receive limit many gRPC clients default to.
+pub const MAX_FLIGHT_DATA_BYTES: usize = 2 << 20;
 /// Largest message either side accepts (uploads may carry big batches).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// A read over more rows than this is split into several endpoints (at file bounds).

@@ -21,6 +21,9 @@ use super::names::{CollectionName, ItemName, SnapshotName};
 use super::schema::project;
 use super::Engine;
 
+/// Files a forward read decodes ahead of the one being sent.
+const FILES_AHEAD: usize = 2;
+
 /// A row filter evaluated on batches (implemented with DataFusion in `sql`, so storage
 /// stays free of it).
 pub trait RowFilter: Send + Sync + std::fmt::Debug {
@@ -126,6 +129,9 @@ impl ScanCtx {
     }
 
     /// All matching rows of `files` in `range`, in order.
+    ///
+    /// Up to [`FILES_AHEAD`] files decode at once, each in its own task feeding a small
+    /// channel: decoding uses every core while memory stays bounded by the channels.
     fn forward(
         &self,
         files: Vec<FileEntry>,
@@ -134,11 +140,28 @@ impl ScanCtx {
         let ctx = self.clone();
         stream::iter(files)
             .filter(move |f| futures::future::ready(range.overlaps(f.min, f.max)))
-            .then(move |f| {
+            .map(move |f| {
                 let ctx = ctx.clone();
-                async move { ctx.file(f, range).await }
+                let (tx, rx) = tokio::sync::mpsc::channel(2);
+                tokio::spawn(async move {
+                    let mut batches = match ctx.file(f, range).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    while let Some(b) = batches.next().await {
+                        // A closed channel means the reader went away: stop decoding.
+                        if tx.send(b).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                futures::future::ready(tokio_stream::wrappers::ReceiverStream::new(rx))
             })
-            .try_flatten()
+            .buffered(FILES_AHEAD)
+            .flatten()
             .boxed()
     }
 

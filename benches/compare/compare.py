@@ -165,6 +165,7 @@ class DuckDB:
         import duckdb
 
         self.con = duckdb.connect(os.path.join(root, "bench.duckdb"))
+        self.con.execute("SET TimeZone = 'UTC'")
 
     def write(self, table):
         self.con.register("incoming", table)
@@ -180,8 +181,9 @@ class DuckDB:
         return self.con.execute("SELECT * FROM ticks ORDER BY ts").fetch_arrow_table()
 
     def read_range(self, start, end):
-        q = "SELECT * FROM ticks WHERE ts >= make_timestamp_ns($1) AND ts < make_timestamp_ns($2) ORDER BY ts"
-        return self.con.execute(q, [start, end]).fetch_arrow_table()
+        # Arrow timestamp[ns, UTC] becomes TIMESTAMPTZ (microseconds) in DuckDB.
+        q = "SELECT * FROM ticks WHERE ts >= make_timestamp($1)::TIMESTAMPTZ AND ts < make_timestamp($2)::TIMESTAMPTZ ORDER BY ts"
+        return self.con.execute(q, [start // 1000, end // 1000]).fetch_arrow_table()
 
     def read_columns(self, columns):
         return self.con.execute(f"SELECT {', '.join(columns)} FROM ticks ORDER BY ts").fetch_arrow_table()

@@ -124,6 +124,11 @@ impl InFlightGuard {
         &self.mine
     }
 
+    /// Take over the files of another guard (of the same write).
+    pub(crate) fn absorb(&mut self, mut other: InFlightGuard) {
+        self.mine.append(&mut other.mine);
+    }
+
     fn add(&mut self, p: Path) {
         self.set
             .paths

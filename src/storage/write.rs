@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
-use futures::stream::{self, BoxStream};
+use futures::stream::{self, BoxStream, FuturesOrdered};
 use futures::{StreamExt, TryStreamExt};
 use parquet::file::metadata::KeyValue;
 use serde::Serialize;
@@ -135,6 +135,42 @@ struct Prepared {
     range: Option<KeyRange>,
     /// The item's metadata as this write leaves it (written into the files' provenance).
     metadata: Map<String, Value>,
+}
+
+/// Upload chunks sorted and written at once (one per core here).
+const STAGE_TASKS: usize = 2;
+
+/// What a staging task hands back: its files (to clean up or commit) and its runs.
+type StageOutcome = (InFlightGuard, Result<Vec<FileEntry>>);
+
+/// Sort (and de-duplicate) one chunk of an upload and write it as run files.
+async fn stage_chunk(
+    batches: Vec<RecordBatch>,
+    schema: SchemaRef,
+    ordered_on: String,
+    key: Option<(Vec<String>, Keep)>,
+    target: FileTarget,
+    guard: &mut InFlightGuard,
+) -> Result<Vec<FileEntry>> {
+    let keyed = tokio::task::spawn_blocking(move || -> Result<Vec<Keyed>> {
+        let batch = arrow::compute::concat_batches(&schema, &batches)?;
+        drop(batches);
+        let sorted = sort_batch(batch, &ordered_on, true)?;
+        if let Some((cols, keep)) = key {
+            let mut d = Dedup::new(Arc::clone(&schema), &ordered_on, &cols, keep)?;
+            let mut out = Vec::new();
+            out.extend(d.push(sorted)?);
+            out.extend(d.finish()?);
+            return Ok(out);
+        }
+        Ok(vec![sorted])
+    })
+    .await??;
+    let mut sink = FileSink::new(target, guard);
+    for k in &keyed {
+        sink.push(k).await?;
+    }
+    sink.finish().await
 }
 
 /// A piece of the plan: a stored file or a staged run.
@@ -459,68 +495,87 @@ impl Engine {
         let limit_bytes = self.inner.options.stage_bytes;
         let limit_rows = p.settings.file_target_rows as usize;
         let mut chunk_rows = 0usize;
-        loop {
-            let next = input.try_next().await?;
-            if let Some(batch) = &next {
-                let batch = adapt(batch, &p.schema)?;
-                if let Some(range) = p.range {
-                    let col = batch.column_by_name(&ordered_on).expect("adapted");
-                    let keys = super::time::order_keys(&ordered_on, col.as_ref())?;
-                    if let Some(k) = keys.iter().find(|&&k| !range.overlaps(k, k)) {
-                        return Err(Error::invalid(format!(
-                            "replace_range: a row with ordering key {k} is outside [start, end)"
-                        )));
+        let mut staging = FuturesOrdered::new();
+        let received: Result<()> = async {
+            loop {
+                let next = input.try_next().await?;
+                if let Some(batch) = &next {
+                    let batch = adapt(batch, &p.schema)?;
+                    if let Some(range) = p.range {
+                        let col = batch.column_by_name(&ordered_on).expect("adapted");
+                        let keys = super::time::order_keys(&ordered_on, col.as_ref())?;
+                        if let Some(k) = keys.iter().find(|&&k| !range.overlaps(k, k)) {
+                            return Err(Error::invalid(format!(
+                                "replace_range: a row with ordering key {k} is outside [start, end)"
+                            )));
+                        }
+                    } else if batch.num_rows() > 0 {
+                        // Validate the ordering column (type, nulls) as data arrives.
+                        let col = batch.column_by_name(&ordered_on).expect("adapted");
+                        if col.null_count() > 0 {
+                            return Err(Error::OrderingColumn {
+                                column: ordered_on.clone(),
+                                message: format!(
+                                    "holds {} null value(s); every row needs an ordering value",
+                                    col.null_count()
+                                ),
+                            });
+                        }
                     }
-                } else if batch.num_rows() > 0 {
-                    // Validate the ordering column (type, nulls) as data arrives.
-                    let col = batch.column_by_name(&ordered_on).expect("adapted");
-                    if col.null_count() > 0 {
-                        return Err(Error::OrderingColumn {
-                            column: ordered_on.clone(),
-                            message: format!(
-                                "holds {} null value(s); every row needs an ordering value",
-                                col.null_count()
-                            ),
-                        });
-                    }
+                    rows_received += batch.num_rows() as u64;
+                    chunk_rows += batch.num_rows();
+                    chunk_bytes += batch.get_array_memory_size();
+                    chunk.push(batch);
                 }
-                rows_received += batch.num_rows() as u64;
-                chunk_rows += batch.num_rows();
-                chunk_bytes += batch.get_array_memory_size();
-                chunk.push(batch);
-            }
-            let full = chunk_bytes >= limit_bytes || chunk_rows >= limit_rows;
-            if (full || next.is_none()) && chunk_rows > 0 {
-                let batches = std::mem::take(&mut chunk);
-                let (schema, on, key) = (Arc::clone(&p.schema), ordered_on.clone(), p.key.clone());
-                let keyed = tokio::task::spawn_blocking(move || -> Result<Vec<Keyed>> {
-                    let batch = arrow::compute::concat_batches(&schema, &batches)?;
-                    drop(batches);
-                    let sorted = sort_batch(batch, &on, true)?;
-                    if let Some((cols, keep)) = key {
-                        let mut d = Dedup::new(Arc::clone(&schema), &on, &cols, keep)?;
-                        let mut out = Vec::new();
-                        out.extend(d.push(sorted)?);
-                        out.extend(d.finish()?);
-                        return Ok(out);
+                let full = chunk_bytes >= limit_bytes || chunk_rows >= limit_rows;
+                if (full || next.is_none()) && chunk_rows > 0 {
+                    // Stage the chunk in its own task while the next one arrives; runs keep
+                    // upload order (it decides ties between equal keys).
+                    if staging.len() >= STAGE_TASKS {
+                        runs.extend(Self::staged(staging.next().await, guard)?);
                     }
-                    Ok(vec![sorted])
-                })
-                .await??;
-                let mut sink = FileSink::new(target.clone(), guard);
-                for k in &keyed {
-                    sink.push(k).await?;
+                    let batches = std::mem::take(&mut chunk);
+                    let (schema, on, key) =
+                        (Arc::clone(&p.schema), ordered_on.clone(), p.key.clone());
+                    let target = target.clone();
+                    let mut task_guard = InFlightGuard::new(&self.inner.in_flight);
+                    staging.push_back(tokio::spawn(async move {
+                        let staged =
+                            stage_chunk(batches, schema, on, key, target, &mut task_guard).await;
+                        (task_guard, staged)
+                    }));
+                    chunk_rows = 0;
+                    chunk_bytes = 0;
                 }
-                runs.extend(sink.finish().await?);
-                chunk_rows = 0;
-                chunk_bytes = 0;
+                if next.is_none() {
+                    break;
+                }
             }
-            if next.is_none() {
-                break;
+            Ok(())
+        }
+        .await;
+        // Wait for every staging task, even after an error, so that all staged files
+        // are in the guard (and removed by the caller if the write fails).
+        let mut outcome = received;
+        while let Some(done) = staging.next().await {
+            match Self::staged(Some(done), guard) {
+                Ok(r) => runs.extend(r),
+                Err(e) => outcome = outcome.and(Err(e)),
             }
         }
+        outcome?;
         debug!(collection = %c, item = %i, runs = runs.len(), rows_received, "upload staged");
         Ok((runs, rows_received))
+    }
+
+    /// The runs of a finished staging task; its files join the write's guard either way.
+    fn staged(
+        done: Option<std::result::Result<StageOutcome, tokio::task::JoinError>>,
+        guard: &mut InFlightGuard,
+    ) -> Result<Vec<FileEntry>> {
+        let (task_guard, staged) = done.expect("a staging task is pending")?;
+        guard.absorb(task_guard);
+        staged
     }
 
     /// Plan against the latest version and commit, re-planning after lost races.

@@ -44,6 +44,9 @@ struct Serve {
     /// Upload bytes sorted in memory per chunk before staging to disk, in MiB.
     #[arg(long, env = "FLIGHTSTORE_STAGE_MB", default_value_t = 64)]
     stage_mb: usize,
+    /// Rows per file of new items that do not set `file_target_rows`.
+    #[arg(long, env = "FLIGHTSTORE_FILE_ROWS", default_value_t = Options::default().file_target_rows)]
+    file_rows: u64,
     /// How long old versions stay readable (unless a snapshot holds them), in seconds.
     #[arg(long, env = "FLIGHTSTORE_RETENTION_SECS", default_value_t = 3600)]
     retention_secs: u64,
@@ -68,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
                 endpoint_rows: s.endpoint_rows,
                 options: Options {
                     stage_bytes: s.stage_mb << 20,
+                    file_target_rows: s.file_rows.max(1),
                     vacuum_retention: Duration::from_secs(s.retention_secs),
                     ..Options::default()
                 },

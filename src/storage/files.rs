@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, RecordBatch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
@@ -30,6 +30,7 @@ use parquet::file::metadata::{
     KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, SortingColumn,
 };
 use parquet::file::properties::{WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
 
 use super::error::{Error, Result};
 use super::manifest::FileEntry;
@@ -177,7 +178,24 @@ impl FileTarget {
             .schema
             .index_of(&self.ordered_on)
             .expect("ordering column is in the schema") as i32;
-        WriterProperties::builder()
+        // Dictionaries pay off for strings and categoricals; for numbers and times
+        // (mostly distinct in time series) building one is wasted encode time.
+        let mut builder = WriterProperties::builder().set_dictionary_enabled(false);
+        for f in self.schema.fields() {
+            if matches!(
+                f.data_type(),
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::Dictionary(_, _)
+            ) {
+                builder = builder
+                    .set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
+            }
+        }
+        builder
             .set_writer_version(WriterVersion::PARQUET_2_0)
             .set_compression(Compression::LZ4_RAW)
             .set_max_row_group_row_count(Some(self.layout.row_group_rows))

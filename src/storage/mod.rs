@@ -24,6 +24,7 @@
 //! Parquet encoding runs in `spawn_blocking`.
 
 mod compact;
+mod durable;
 pub mod error;
 pub mod files;
 mod gaps;
@@ -40,7 +41,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -234,7 +234,7 @@ impl Engine {
             // The root folder must exist before the store can be rooted there.
             std::fs::create_dir_all(path)
                 .map_err(|e| Error::invalid(format!("cannot create data folder {path:?}: {e}")))?;
-            Arc::new(LocalFileSystem::new_with_prefix(path)?)
+            Arc::new(durable::DurableLocal::new(std::path::Path::new(path))?)
         };
         Ok(Self::with_store(
             store,

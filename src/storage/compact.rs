@@ -8,16 +8,15 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use tracing::{debug, info, warn};
 
 use super::error::{Error, Result};
-use super::files::{FileSink, InFlightGuard, READ_BATCH_ROWS};
+use super::files::{FileSink, InFlightGuard};
 use super::manifest::{FileEntry, Manifest};
-use super::merge::{Merger, Source};
+use super::merge::sort_batch;
 use super::names::{CollectionName, ItemName, DATA_DIR};
 use super::{CompactReceipt, Engine, VacuumReceipt};
 
@@ -195,24 +194,20 @@ impl Engine {
         let mut k = 0;
         for r in ranges {
             out.extend_from_slice(&current.files[k..r.start]);
-            let mut sources = Vec::with_capacity(r.len());
-            for f in &current.files[r.clone()] {
-                sources.push(Source {
-                    stream: self
-                        .scan_excluding(c, i, f, schema, &settings.ordered_on, None)
-                        .await?,
-                    is_new: false,
-                });
-            }
-            let mut merger = Merger::new(
-                Arc::clone(schema),
-                &settings.ordered_on,
-                sources,
-                READ_BATCH_ROWS,
-            );
+            // A version's files are disjoint and in key order: concatenating them is
+            // their merge. One file is open at a time, so memory stays flat however many
+            // files a range holds.
+            let mut batches = stream::iter(current.files[r.clone()].to_vec())
+                .then(|f| async move {
+                    self.scan_excluding(c, i, &f, schema, &settings.ordered_on, None)
+                        .await
+                })
+                .try_flatten()
+                .boxed();
             let mut sink = FileSink::new(target.clone(), guard);
-            while let Some(k) = merger.next().await? {
-                sink.push(&k).await?;
+            while let Some(batch) = batches.try_next().await? {
+                sink.push(&sort_batch(batch, &settings.ordered_on, false)?)
+                    .await?;
             }
             out.extend(sink.finish().await?);
             k = r.end;

@@ -778,21 +778,40 @@ impl Engine {
         guard: &mut InFlightGuard,
     ) -> Result<(Vec<FileEntry>, u64)> {
         comp.sort_by_key(|p| p.priority);
-        let mut sources = Vec::with_capacity(comp.len());
-        for p in &comp {
+        // Stored files are disjoint and in key order: chained, they are one sorted
+        // source with one file open at a time. Each run is a source of its own (upload
+        // chunks may overlap). Stored rows come first among equal keys, as before.
+        let split = comp.partition_point(|p| !p.priority.0);
+        let runs = comp.split_off(split);
+        let mut sources = Vec::with_capacity(1 + runs.len());
+        if !comp.is_empty() {
+            let engine = self.clone();
+            let (c, i) = (c.clone(), i.clone());
+            let (schema, on) = (Arc::clone(&target.schema), target.ordered_on.clone());
+            let stream = stream::iter(comp)
+                .then(move |p| {
+                    let (engine, c, i) = (engine.clone(), c.clone(), i.clone());
+                    let (schema, on) = (Arc::clone(&schema), on.clone());
+                    async move {
+                        engine
+                            .scan_excluding(&c, &i, &p.file, &schema, &on, deleted)
+                            .await
+                    }
+                })
+                .try_flatten()
+                .boxed();
+            sources.push(Source {
+                stream,
+                is_new: false,
+            });
+        }
+        for p in &runs {
             let stream = self
-                .scan_excluding(
-                    c,
-                    i,
-                    &p.file,
-                    &target.schema,
-                    &target.ordered_on,
-                    if p.priority.0 { None } else { deleted },
-                )
+                .scan_excluding(c, i, &p.file, &target.schema, &target.ordered_on, None)
                 .await?;
             sources.push(Source {
                 stream,
-                is_new: p.priority.0,
+                is_new: true,
             });
         }
         let mut merger = Merger::new(

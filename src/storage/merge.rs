@@ -17,7 +17,9 @@ use std::sync::Arc;
 use arrow::array::UInt32Array;
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::buffer::ScalarBuffer;
-use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use arrow::compute::{
+    concat_batches, filter_record_batch, interleave_record_batch, take_record_batch,
+};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use futures::stream::BoxStream;
@@ -137,7 +139,6 @@ impl std::fmt::Debug for Source {
 /// Streams the k-way merge of sorted sources; ties go to the lower source index.
 #[derive(Debug)]
 pub(crate) struct Merger {
-    schema: SchemaRef,
     ordered_on: String,
     sources: Vec<Source>,
     cursors: Vec<Option<(Keyed, usize)>>,
@@ -146,15 +147,9 @@ pub(crate) struct Merger {
 }
 
 impl Merger {
-    pub(crate) fn new(
-        schema: SchemaRef,
-        ordered_on: &str,
-        sources: Vec<Source>,
-        batch_size: usize,
-    ) -> Self {
+    pub(crate) fn new(ordered_on: &str, sources: Vec<Source>, batch_size: usize) -> Self {
         let n = sources.len();
         Self {
-            schema,
             ordered_on: ordered_on.to_string(),
             sources,
             cursors: (0..n).map(|_| None).collect(),
@@ -163,8 +158,10 @@ impl Merger {
         }
     }
 
-    /// Make sure source `i` has a cursor with rows left, unless it is exhausted.
-    async fn fill(&mut self, i: usize) -> Result<()> {
+    /// Make sure source `i` has a cursor with rows left, unless it is exhausted; true if
+    /// a new batch was loaded.
+    async fn fill(&mut self, i: usize) -> Result<bool> {
+        let mut loaded = false;
         while !self.done[i]
             && self.cursors[i]
                 .as_ref()
@@ -194,19 +191,31 @@ impl Merger {
                         },
                         0,
                     ));
+                    loaded = true;
                 }
             }
         }
-        Ok(())
+        Ok(loaded)
     }
 
     /// The next merged batch, or `None` when every source is exhausted.
+    ///
+    /// The output is gathered as (batch, row) indices and built with one `interleave`
+    /// (or one slice, when it is a single contiguous run): sources that alternate row by
+    /// row cost no more than long runs.
     pub(crate) async fn next(&mut self) -> Result<Option<Keyed>> {
-        let mut parts: Vec<Keyed> = Vec::new();
-        let mut rows = 0;
-        while rows < self.batch_size {
-            for i in 0..self.sources.len() {
-                self.fill(i).await?;
+        let n = self.sources.len();
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        // Index in `batches` of each cursor's current batch, once it has been used.
+        let mut slot: Vec<Option<usize>> = vec![None; n];
+        let mut indices: Vec<(usize, usize)> = Vec::new();
+        let mut keys: Vec<i64> = Vec::new();
+        let mut is_new: Vec<bool> = Vec::new();
+        while indices.len() < self.batch_size {
+            for (i, slot) in slot.iter_mut().enumerate() {
+                if self.fill(i).await? {
+                    *slot = None;
+                }
             }
             // The best and second-best heads, by (key, source index).
             let mut best: Option<(i64, usize)> = None;
@@ -231,17 +240,39 @@ impl Merger {
                 Some((k2, i2)) if s < i2 => rest.partition_point(|&k| k <= k2),
                 Some((k2, _)) => rest.partition_point(|&k| k < k2),
             };
-            let take = run.min(self.batch_size - rows).max(1);
-            parts.push(keyed.slice(*pos, take));
+            let take = run.min(self.batch_size - indices.len()).max(1);
+            let b = *slot[s].get_or_insert_with(|| {
+                batches.push(keyed.batch.clone());
+                batches.len() - 1
+            });
+            indices.extend((*pos..*pos + take).map(|r| (b, r)));
+            keys.extend_from_slice(&keyed.keys[*pos..*pos + take]);
+            is_new.extend_from_slice(&keyed.is_new[*pos..*pos + take]);
             *pos += take;
-            rows += take;
         }
-        if parts.is_empty() {
+        let Some(&(first_batch, first_row)) = indices.first() else {
             return Ok(None);
-        }
-        Keyed::concat(&self.schema, &parts).map(Some)
+        };
+        let contiguous = batches.len() == 1
+            && indices
+                .last()
+                .is_some_and(|&(_, r)| r + 1 - first_row == indices.len());
+        let batch = if contiguous {
+            batches[first_batch].slice(first_row, indices.len())
+        } else {
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            interleave_record_batch(&refs, &indices)?
+        };
+        Ok(Some(Keyed {
+            batch,
+            keys: keys.into(),
+            is_new,
+        }))
     }
 }
+
+/// Runs of equal ordering keys up to this size are de-duplicated without hashing.
+const SMALL_GROUP: usize = 16;
 
 /// De-duplicates a merged stream on `(ordering key, key columns)`.
 ///
@@ -346,6 +377,22 @@ impl Dedup {
                 changed = true;
                 let group = start..end;
                 match self.keep {
+                    // Small groups (the usual case: a stored row and its replacement)
+                    // compare directly instead of hashing.
+                    Keep::Last if end - start <= SMALL_GROUP => {
+                        for i in group.clone() {
+                            let winner = group
+                                .clone()
+                                .rev()
+                                .find(|&j| k.is_new[j] && key_of(j) == key_of(i));
+                            keep[i] = winner.is_none_or(|w| w == i);
+                        }
+                    }
+                    Keep::First if end - start <= SMALL_GROUP => {
+                        for i in group.clone().filter(|&i| k.is_new[i]) {
+                            keep[i] = !(start..i).any(|j| key_of(j) == key_of(i));
+                        }
+                    }
                     Keep::Last => {
                         // Last occurrence of each key among new rows wins.
                         let mut last_new: HashMap<&[u8], usize> = HashMap::new();
@@ -447,7 +494,7 @@ mod tests {
                 is_new: true,
             },
         ];
-        let mut m = Merger::new(Arc::clone(&schema), "ts", sources, 2);
+        let mut m = Merger::new("ts", sources, 2);
         let mut all = vec![];
         let mut d = Dedup::new(Arc::clone(&schema), "ts", &["v".into()], Keep::Last).unwrap();
         let mut deduped = vec![];

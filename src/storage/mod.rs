@@ -62,8 +62,9 @@ use names::{parse_manifest_name, Layout, MANIFEST_DIR};
 
 /// Default rows per row group.
 pub const DEFAULT_ROW_GROUP_ROWS: u64 = 128 * 1024;
-/// Default rows per file.
-pub const DEFAULT_FILE_TARGET_ROWS: u64 = 1024 * 1024;
+/// Default rows per file: small enough that an upsert rewrites little, large enough
+/// that a 10M-row item is 40 files.
+pub const DEFAULT_FILE_TARGET_ROWS: u64 = 256 * 1024;
 /// How often a commit is re-planned after losing a race before giving up.
 pub const DEFAULT_MAX_COMMIT_ATTEMPTS: u32 = 64;
 /// Default time an old version stays readable before vacuum may remove it.

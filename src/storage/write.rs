@@ -814,12 +814,7 @@ impl Engine {
                 is_new: true,
             });
         }
-        let mut merger = Merger::new(
-            Arc::clone(&target.schema),
-            &target.ordered_on,
-            sources,
-            READ_BATCH_ROWS,
-        );
+        let mut merger = Merger::new(&target.ordered_on, sources, READ_BATCH_ROWS);
         let mut dedup = match key {
             Some((cols, keep)) => Some(Dedup::new(
                 Arc::clone(&target.schema),

@@ -16,6 +16,12 @@ class MemoryServer(flight.FlightServerBase):
     def __init__(self, location):
         super().__init__(location)
         self.tables = {}
+        self.ts = {}  # key -> numpy ts, built on the first range read after a write
+
+    def _ts(self, key):
+        if key not in self.ts:
+            self.ts[key] = self.tables[key].column("ts").to_numpy()
+        return self.ts[key]
 
     def do_put(self, context, descriptor, reader, writer):
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
@@ -23,25 +29,27 @@ class MemoryServer(flight.FlightServerBase):
         else:
             req = json.loads(descriptor.command)
             key, mode = f"{req['collection']}/{req['item']}", req.get("mode", "append")
-        new = reader.read_all().combine_chunks()
+        new = reader.read_all()
+        self.ts.pop(key, None)
         old = self.tables.get(key)
         if old is None or mode == "overwrite":
             self.tables[key] = new
         elif mode == "upsert":
             # Sorted on ts: the update replaces the slice it covers.
-            ts = old.column("ts").to_numpy()
-            lo = np.searchsorted(ts, new.column("ts")[0].value, "left")
-            hi = np.searchsorted(ts, new.column("ts")[-1].value, "right")
-            self.tables[key] = pa.concat_tables([old.slice(0, lo), new, old.slice(hi)]).combine_chunks()
+            ts = self._ts(key)
+            lo = np.searchsorted(ts, np.datetime64(new.column("ts")[0].value, "ns"), "left")
+            hi = np.searchsorted(ts, np.datetime64(new.column("ts")[-1].value, "ns"), "right")
+            self.tables[key] = pa.concat_tables([old.slice(0, lo), new, old.slice(hi)])
         else:
             self.tables[key] = pa.concat_tables([old, new])
         writer.write(pa.py_buffer(json.dumps({"rows_written": new.num_rows}).encode()))
 
     def do_get(self, context, ticket):
         req = json.loads(ticket.ticket)
-        table = self.tables[f"{req['collection']}/{req['item']}"]
+        key = f"{req['collection']}/{req['item']}"
+        table = self.tables[key]
         if "start" in req or "end" in req:
-            ts = table.column("ts").to_numpy()
+            ts = self._ts(key)
             lo = np.searchsorted(ts, np.datetime64(req.get("start", ts[0].astype("int64")), "ns"), "left")
             hi = np.searchsorted(ts, np.datetime64(req.get("end", ts[-1].astype("int64") + 1), "ns"), "left")
             table = table.slice(lo, hi - lo)

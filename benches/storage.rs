@@ -203,7 +203,11 @@ fn benches(c: &mut Criterion) {
     let mut next = n;
     g.bench_function("append_100k/flightstore", |b| {
         b.iter(|| {
-            f.write_engine("appended", ticks(next, next + block, 0.0), WriteMode::Append);
+            f.write_engine(
+                "appended",
+                ticks(next, next + block, 0.0),
+                WriteMode::Append,
+            );
             next += block;
         })
     });

@@ -311,8 +311,8 @@ def chart(results, path, title):
     import matplotlib.pyplot as plt
 
     systems = list(results)
-    fig, axes = plt.subplots(1, len(STEPS), figsize=(4 * len(STEPS), 4))
-    for ax, step in zip(axes, STEPS):
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8))
+    for ax, step in zip(axes.flat, STEPS):
         values = [results[s][step] * 1000 for s in systems]
         colors = ["tab:red" if s == "flightstore" else "tab:gray" for s in systems]
         ax.bar(range(len(systems)), values, color=colors)

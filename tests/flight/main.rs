@@ -4,4 +4,5 @@ mod common;
 mod concurrency;
 mod errors;
 mod python;
+mod shutdown;
 mod surface;

@@ -9,7 +9,7 @@
 //!                             ─► pages by column index ─► decode ─► adapt schema ─► slice range
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, RecordBatch};
@@ -22,7 +22,9 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::Compression;
@@ -102,6 +104,35 @@ impl InFlight {
             .lock()
             .expect("in-flight set poisoned")
             .contains(p)
+    }
+}
+
+/// Parsed footers (with page indexes) of recently read files. Data files never change
+/// once written (their names are unique), so an entry never goes stale; the map is
+/// bounded by emptying it when full.
+#[derive(Debug, Default)]
+pub(crate) struct MetaCache {
+    map: Mutex<HashMap<Path, ArrowReaderMetadata>>,
+}
+
+/// Files whose metadata [`MetaCache`] keeps at most.
+const META_CACHE_FILES: usize = 4096;
+
+impl MetaCache {
+    fn get(&self, path: &Path) -> Option<ArrowReaderMetadata> {
+        self.map
+            .lock()
+            .expect("metadata cache poisoned")
+            .get(path)
+            .cloned()
+    }
+
+    fn insert(&self, path: Path, meta: ArrowReaderMetadata) {
+        let mut map = self.map.lock().expect("metadata cache poisoned");
+        if map.len() >= META_CACHE_FILES {
+            map.clear();
+        }
+        map.insert(path, meta);
     }
 }
 
@@ -417,6 +448,7 @@ impl AsyncFileReader for ObjectReader {
 /// projected; it must contain the ordering column), in key order.
 pub(crate) async fn scan(
     store: Arc<dyn ObjectStore>,
+    meta: &MetaCache,
     path: Path,
     file: &FileEntry,
     target: SchemaRef,
@@ -426,21 +458,25 @@ pub(crate) async fn scan(
     if !range.overlaps(file.min, file.max) {
         return Ok(stream::empty().boxed());
     }
-    let reader = ObjectReader {
+    let mut reader = ObjectReader {
         store,
         path: path.clone(),
         size: file.bytes,
     };
     let covers = range.covers(file.min, file.max);
-    let policy = if covers {
-        PageIndexPolicy::Skip
-    } else {
-        PageIndexPolicy::Optional
+    let metadata = match meta.get(&path) {
+        Some(m) => m,
+        None => {
+            let options =
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+            let m = ArrowReaderMetadata::load_async(&mut reader, options)
+                .await
+                .map_err(|e| Error::corrupt(&path, e))?;
+            meta.insert(path.clone(), m.clone());
+            m
+        }
     };
-    let options = ArrowReaderOptions::new().with_page_index_policy(policy);
-    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
-        .await
-        .map_err(|e| Error::corrupt(&path, e))?;
+    let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata);
     let file_schema = Arc::clone(builder.schema());
     let roots: Vec<usize> = target
         .fields()

@@ -56,7 +56,7 @@ pub use read::{At, ReadOptions, ReadStream, RowFilter};
 pub use time::{Clock, Period};
 pub use write::{WriteMode, WriteOptions, WriteReceipt};
 
-use files::InFlight;
+use files::{InFlight, MetaCache};
 use manifest::{get_json, put_json_if_absent, Snapshot, MANIFEST_FORMAT};
 use names::{parse_manifest_name, Layout, MANIFEST_DIR};
 
@@ -133,6 +133,8 @@ struct Inner {
     /// the conditional put).
     locks: Mutex<HashMap<ItemKey, Arc<tokio::sync::Mutex<()>>>>,
     in_flight: Arc<InFlight>,
+    /// Footers of recently read data files.
+    meta_cache: MetaCache,
 }
 
 /// Summary of an item (the `item_info` action).
@@ -261,6 +263,7 @@ impl Engine {
                 cache: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 in_flight: Arc::new(InFlight::default()),
+                meta_cache: MetaCache::default(),
             }),
         }
     }
@@ -272,6 +275,10 @@ impl Engine {
 
     fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.inner.store
+    }
+
+    fn meta_cache(&self) -> &MetaCache {
+        &self.inner.meta_cache
     }
 
     fn layout(&self) -> &Layout {

@@ -108,6 +108,7 @@ impl ScanCtx {
             .data_file(&self.collection, &self.item, &file.name);
         let s = scan(
             Arc::clone(self.engine.store()),
+            self.engine.meta_cache(),
             path,
             &file,
             Arc::clone(&self.read_schema),

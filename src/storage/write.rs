@@ -865,6 +865,7 @@ impl Engine {
             streams.push(
                 scan(
                     Arc::clone(self.store()),
+                    self.meta_cache(),
                     path.clone(),
                     file,
                     Arc::clone(schema),

@@ -377,7 +377,7 @@ impl FlightService for FlightStore {
         debug!(collection = %read.collection, item = %read.item, version = read.manifest.version, "do_get");
         let out = self
             .engine
-            .read(&read.collection, &read.item, read.options)
+            .read_manifest(&read.collection, &read.item, read.manifest, read.options)
             .await
             .map_err(to_status)?;
         let batches = out.stream.map_err(|e| FlightError::from(to_status(e)));

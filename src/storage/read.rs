@@ -216,21 +216,29 @@ impl Engine {
         i: &ItemName,
         opts: ReadOptions,
     ) -> Result<ReadStream> {
-        if opts.limit.is_some() && opts.last.is_some() {
-            return Err(Error::invalid("limit and last exclude each other"));
-        }
         let manifest = self.manifest_at(c, i, &opts.at).await?;
         self.read_manifest(c, i, manifest, opts).await
     }
 
-    /// Read a given manifest (used by `read` and by readers pinned to a version).
-    pub(crate) async fn read_manifest(
+    /// Read the version `manifest` describes (as returned by [`Engine::manifest_at`]);
+    /// `opts.at` is not looked at. Saves loading the manifest twice when the caller
+    /// already resolved it.
+    pub async fn read_manifest(
         &self,
         c: &CollectionName,
         i: &ItemName,
         manifest: Arc<Manifest>,
         opts: ReadOptions,
     ) -> Result<ReadStream> {
+        if opts.limit.is_some() && opts.last.is_some() {
+            return Err(Error::invalid("limit and last exclude each other"));
+        }
+        if manifest.deleted {
+            return Err(Error::ItemNotFound {
+                collection: c.to_string(),
+                item: i.to_string(),
+            });
+        }
         let item_schema = Arc::clone(manifest.live_schema());
         let ordered_on = manifest.live_settings().ordered_on.clone();
         let out_schema = project(&item_schema, opts.columns.as_deref())?;

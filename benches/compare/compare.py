@@ -362,12 +362,18 @@ def main():
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
     date = time.strftime("%Y-%m-%d")
-    print(f"\n{args.rows:,} tick rows, medians in ms; ratio = flightstore / fastest peer ({date}, {machine})\n")
-    print(f"{'step':<16}" + "".join(f"{s:>17}" for s in results) + f"{'ratio':>8}")
+    print(f"\n{args.rows:,} tick rows, medians in ms ({date}, {machine})")
+    print("ratio: flightstore / fastest other system; stores: / fastest store (not the in-memory server)\n")
+    print(f"{'step':<16}" + "".join(f"{s:>17}" for s in results) + f"{'ratio':>8}{'stores':>8}")
     for step in STEPS:
-        peers = [results[s][step] for s in results if s != "flightstore"]
-        ratio = results["flightstore"][step] / min(peers) if peers and "flightstore" in results else float("nan")
-        print(f"{step:<16}" + "".join(f"{results[s][step] * 1000:>17.1f}" for s in results) + f"{ratio:>8.2f}")
+        def best(names):
+            values = [results[s][step] for s in names if s != "flightstore"]
+            return min(values) if values and "flightstore" in results else float("nan")
+        fs = results.get("flightstore", {}).get(step, float("nan"))
+        ratio_all = fs / best(results)
+        ratio_stores = fs / best([s for s in results if s != "pyarrow-memory"])
+        print(f"{step:<16}" + "".join(f"{results[s][step] * 1000:>17.1f}" for s in results)
+              + f"{ratio_all:>8.2f}{ratio_stores:>8.2f}")
     for rows, figures in scale.items():
         print(f"\nflightstore at {int(rows):,} rows: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in figures.items()))
     os.makedirs(args.out, exist_ok=True)

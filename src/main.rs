@@ -73,6 +73,8 @@ async fn main() -> anyhow::Result<()> {
                     stage_bytes: s.stage_mb << 20,
                     file_target_rows: s.file_rows.max(1),
                     vacuum_retention: Duration::from_secs(s.retention_secs),
+                    // Writes are acknowledged without waiting for the merge of small files.
+                    compact_in_background: true,
                     ..Options::default()
                 },
             };

@@ -36,7 +36,10 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8815)),
             max_message_bytes: MAX_MESSAGE_BYTES,
             endpoint_rows: ENDPOINT_ROWS,
-            options: Options::default(),
+            options: Options {
+                compact_in_background: true,
+                ..Options::default()
+            },
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
@@ -98,19 +99,75 @@ pub(crate) fn plan_full(files: &[FileEntry], target: u64) -> Vec<Range<usize>> {
     out
 }
 
+/// The file list of `latest` with each range of `base`'s files replaced by its merged
+/// `outputs`. `None` if a range's files are no longer all there, next to each other (a
+/// write rewrote one, or put a file between them): the merge no longer applies. Where
+/// they are, the outputs span exactly what they replace, so order and disjointness hold.
+fn rebase(
+    latest: &Manifest,
+    base: &Manifest,
+    ranges: &[Range<usize>],
+    outputs: &[Vec<FileEntry>],
+) -> Option<Vec<FileEntry>> {
+    let mut files = Vec::with_capacity(latest.files.len());
+    let mut k = 0;
+    for (r, out) in ranges.iter().zip(outputs) {
+        let inputs = &base.files[r.clone()];
+        let start = k + latest.files[k..]
+            .iter()
+            .position(|f| f.name == inputs[0].name)?;
+        let block = latest.files.get(start..start + inputs.len())?;
+        if !block.iter().zip(inputs).all(|(a, b)| a.name == b.name) {
+            return None;
+        }
+        files.extend_from_slice(&latest.files[k..start]);
+        files.extend_from_slice(out);
+        k = start + inputs.len();
+    }
+    files.extend_from_slice(&latest.files[k..]);
+    Some(files)
+}
+
 impl Engine {
     /// Merge small files after a write (best effort: failures are logged, the write
     /// stays committed).
-    pub(crate) async fn auto_compact(&self, c: &CollectionName, i: &ItemName) {
+    /// Compact after a write, inline or in a background task (see
+    /// [`super::Options::compact_in_background`]).
+    pub(crate) async fn after_write(&self, c: &CollectionName, i: &ItemName) {
         if !self.inner.options.auto_compact {
             return;
         }
+        if !self.inner.options.compact_in_background {
+            return self.auto_compact(c, i).await;
+        }
+        let key = (c.clone(), i.clone());
+        let started = self
+            .inner
+            .compacting
+            .lock()
+            .expect("compacting set poisoned")
+            .insert(key.clone());
+        if !started {
+            return; // the running one will see this write's files, or the next write will
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine.auto_compact(&key.0, &key.1).await;
+            engine
+                .inner
+                .compacting
+                .lock()
+                .expect("compacting set poisoned")
+                .remove(&key);
+        });
+    }
+
+    async fn auto_compact(&self, c: &CollectionName, i: &ItemName) {
         let fanin = self.inner.options.compaction_fanin;
         let result = self
             .compact_with(c, i, "compact", |files, target| {
                 let many_small = files.iter().filter(|f| is_small(f, target)).count() > 4 * fanin;
                 if many_small {
-                    // Fragmented by scattered rewrites: fall back to merging all runs.
                     plan_full(files, target)
                 } else {
                     plan_auto(files, target, fanin)
@@ -135,8 +192,15 @@ impl Engine {
         planner: impl Fn(&[FileEntry], u64) -> Vec<Range<usize>>,
     ) -> Result<CompactReceipt> {
         let lock = self.item_lock(c, i);
-        let _held = lock.lock().await;
         for attempt in 0..self.inner.options.max_commit_attempts {
+            // The first try merges without the item's lock, so writers go on meanwhile,
+            // and rebases onto what they committed if its inputs survived. After losing
+            // that race, hold the lock throughout: compaction must make progress.
+            let early = if attempt > 0 {
+                Some(Arc::clone(&lock).lock_owned().await)
+            } else {
+                None
+            };
             let current = self.manifest_at(c, i, &super::At::Latest).await?;
             let settings = current.live_settings().clone();
             let ranges = planner(&current.files, settings.file_target_rows);
@@ -149,19 +213,39 @@ impl Engine {
                 });
             }
             let mut guard = InFlightGuard::new(&self.inner.in_flight);
-            let files = match self.merge_ranges(c, i, &current, &ranges, &mut guard).await {
+            let outputs = match self.merge_ranges(c, i, &current, &ranges, &mut guard).await {
                 Ok(f) => f,
                 Err(e) => {
                     self.delete_paths(guard.paths()).await;
                     return Err(e);
                 }
             };
-            let mut next = (*current).clone();
-            next.operation = operation.to_string();
-            next.files = files;
-            let files_after = next.files.len();
-            match self.try_commit(c, i, Some(&current), next).await? {
-                Some(m) => {
+            let held = match early {
+                Some(held) => held,
+                None => Arc::clone(&lock).lock_owned().await,
+            };
+            let latest = self.manifest_at(c, i, &super::At::Latest).await;
+            let next = latest.as_ref().ok().and_then(|latest| {
+                rebase(latest, &current, &ranges, &outputs).map(|files| {
+                    let mut next = (**latest).clone();
+                    next.operation = operation.to_string();
+                    next.files = files;
+                    next
+                })
+            });
+            let committed = match (&latest, next) {
+                (Ok(latest), Some(next)) => {
+                    let files_before = latest.files.len();
+                    let files_after = next.files.len();
+                    self.try_commit(c, i, Some(latest), next)
+                        .await?
+                        .map(|m| (m, files_before, files_after))
+                }
+                _ => None,
+            };
+            drop(held);
+            match committed {
+                Some((m, files_before, files_after)) => {
                     debug!(collection = %c, item = %i, version = m.version, files_before, files_after, "compacted");
                     return Ok(CompactReceipt {
                         version: m.version,
@@ -171,6 +255,7 @@ impl Engine {
                 }
                 None => {
                     self.delete_paths(guard.paths()).await;
+                    latest?; // the item went away: report it
                     Self::backoff(attempt).await;
                 }
             }
@@ -178,7 +263,7 @@ impl Engine {
         Err(self.conflict(c, i))
     }
 
-    /// The file list with each range of files replaced by their concatenation.
+    /// For each range of files, the files of their concatenation.
     async fn merge_ranges(
         &self,
         c: &CollectionName,
@@ -186,14 +271,12 @@ impl Engine {
         current: &Manifest,
         ranges: &[Range<usize>],
         guard: &mut InFlightGuard,
-    ) -> Result<Vec<FileEntry>> {
+    ) -> Result<Vec<Vec<FileEntry>>> {
         let settings = current.live_settings();
         let schema = current.live_schema();
         let target = self.file_target(c, i, settings, schema, &current.metadata);
-        let mut out = Vec::with_capacity(current.files.len());
-        let mut k = 0;
+        let mut outputs = Vec::with_capacity(ranges.len());
         for r in ranges {
-            out.extend_from_slice(&current.files[k..r.start]);
             // A version's files are disjoint and in key order: concatenating them is
             // their merge. One file is open at a time, so memory stays flat however many
             // files a range holds.
@@ -209,11 +292,9 @@ impl Engine {
                 sink.push(&sort_batch(batch, &settings.ordered_on, false)?)
                     .await?;
             }
-            out.extend(sink.finish().await?);
-            k = r.end;
+            outputs.push(sink.finish().await?);
         }
-        out.extend_from_slice(&current.files[k..]);
-        Ok(out)
+        Ok(outputs)
     }
 
     /// Remove versions older than the retention that no snapshot holds (never an item's
@@ -345,6 +426,60 @@ mod tests {
                 bytes: 0,
             })
             .collect()
+    }
+
+    fn manifest(files: Vec<FileEntry>) -> Manifest {
+        Manifest {
+            format: 0,
+            version: 1,
+            committed_at: 0,
+            operation: "append".into(),
+            deleted: false,
+            settings: None,
+            schema: None,
+            metadata: Default::default(),
+            files,
+        }
+    }
+
+    fn names(files: &[FileEntry]) -> Vec<&str> {
+        files.iter().map(|f| f.name.as_str()).collect()
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn a_merge_rebases_only_where_its_inputs_are_intact() {
+        let base = manifest(files(&[1, 1, 1, 1]));
+        let out = |name: &str| FileEntry {
+            name: name.into(),
+            ..base.files[1].clone()
+        };
+        let outputs = vec![vec![out("m")]];
+        // Nothing changed: the merge applies as planned.
+        let same = rebase(&base, &base, &[1..3], &outputs).unwrap();
+        assert_eq!(names(&same), ["0", "m", "3"]);
+        // A file added after the inputs: kept, after the merged file.
+        let mut grown = base.files.clone();
+        grown.push(FileEntry {
+            name: "new".into(),
+            ..grown[3].clone()
+        });
+        let r = rebase(&manifest(grown), &base, &[1..3], &outputs).unwrap();
+        assert_eq!(names(&r), ["0", "m", "3", "new"]);
+        // An input rewritten by a write: the merge no longer applies.
+        let mut rewritten = base.files.clone();
+        rewritten[2].name = "rewritten".into();
+        assert!(rebase(&manifest(rewritten), &base, &[1..3], &outputs).is_none());
+        // A file put between the inputs: no longer applies either.
+        let mut split = base.files.clone();
+        split.insert(
+            2,
+            FileEntry {
+                name: "between".into(),
+                ..split[1].clone()
+            },
+        );
+        assert!(rebase(&manifest(split), &base, &[1..3], &outputs).is_none());
     }
 
     #[test]

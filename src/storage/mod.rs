@@ -96,6 +96,9 @@ pub struct Options {
     pub compaction_fanin: usize,
     /// Merge small files automatically after each write.
     pub auto_compact: bool,
+    /// Run that merge in a background task (the write is acknowledged without waiting
+    /// for it); otherwise the write waits for it. The server runs it in the background.
+    pub compact_in_background: bool,
 }
 
 impl Default for Options {
@@ -109,6 +112,7 @@ impl Default for Options {
             stage_bytes: DEFAULT_STAGE_BYTES,
             compaction_fanin: DEFAULT_COMPACTION_FANIN,
             auto_compact: true,
+            compact_in_background: false,
         }
     }
 }
@@ -135,6 +139,8 @@ struct Inner {
     in_flight: Arc<InFlight>,
     /// Footers of recently read data files.
     meta_cache: MetaCache,
+    /// Items with a background compaction running (at most one each).
+    compacting: Mutex<std::collections::HashSet<ItemKey>>,
 }
 
 /// Summary of an item (the `item_info` action).
@@ -264,6 +270,7 @@ impl Engine {
                 locks: Mutex::new(HashMap::new()),
                 in_flight: Arc::new(InFlight::default()),
                 meta_cache: MetaCache::default(),
+                compacting: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }

@@ -249,7 +249,7 @@ impl Engine {
             version = manifest.version, rows_received, rows_written = planned.rows_new,
             elapsed_ms = started.elapsed().as_millis() as u64, "write committed"
         );
-        self.auto_compact(c, i).await;
+        self.after_write(c, i).await;
         Ok(WriteReceipt {
             version: manifest.version,
             rows_received,
@@ -279,7 +279,7 @@ impl Engine {
             .commit_plan(c, i, &opts, &prepared, Vec::new(), &mut guard)
             .await?;
         drop(guard);
-        self.auto_compact(c, i).await;
+        self.after_write(c, i).await;
         Ok(WriteReceipt {
             version: manifest.version,
             rows_received: 0,

@@ -143,16 +143,29 @@ const STAGE_TASKS: usize = 2;
 /// What a staging task hands back: its files (to clean up or commit) and its runs.
 type StageOutcome = (InFlightGuard, Result<Vec<FileEntry>>);
 
-/// Sort (and de-duplicate) one chunk of an upload and write it as run files.
-async fn stage_chunk(
+/// A staged run of the upload: written files, or the sorted rows of a small upload's
+/// only chunk, kept in memory until the plan decides (merged straight from memory, or
+/// written as they are). Memory runs are bounded by the stage size.
+#[derive(Debug, Clone)]
+struct Run {
+    file: FileEntry,
+    memory: Option<Arc<Vec<RecordBatch>>>,
+}
+
+impl Run {
+    fn written(file: FileEntry) -> Self {
+        Self { file, memory: None }
+    }
+}
+
+/// Sort (and de-duplicate) one chunk of an upload.
+async fn sort_chunk(
     batches: Vec<RecordBatch>,
     schema: SchemaRef,
     ordered_on: String,
     key: Option<(Vec<String>, Keep)>,
-    target: FileTarget,
-    guard: &mut InFlightGuard,
-) -> Result<Vec<FileEntry>> {
-    let keyed = tokio::task::spawn_blocking(move || -> Result<Vec<Keyed>> {
+) -> Result<Vec<Keyed>> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<Keyed>> {
         let batch = arrow::compute::concat_batches(&schema, &batches)?;
         drop(batches);
         let sorted = sort_batch(batch, &ordered_on, true)?;
@@ -165,12 +178,42 @@ async fn stage_chunk(
         }
         Ok(vec![sorted])
     })
-    .await??;
+    .await?
+}
+
+/// Sort (and de-duplicate) one chunk of an upload and write it as run files.
+async fn stage_chunk(
+    batches: Vec<RecordBatch>,
+    schema: SchemaRef,
+    ordered_on: String,
+    key: Option<(Vec<String>, Keep)>,
+    target: FileTarget,
+    guard: &mut InFlightGuard,
+) -> Result<Vec<FileEntry>> {
+    let keyed = sort_chunk(batches, schema, ordered_on, key).await?;
     let mut sink = FileSink::new(target, guard);
     for k in &keyed {
         sink.push(k).await?;
     }
     sink.finish().await
+}
+
+/// A run held in memory: the sorted rows of an upload's only chunk.
+fn memory_run(keyed: Vec<Keyed>) -> Option<Run> {
+    let keyed: Vec<Keyed> = keyed.into_iter().filter(|k| k.num_rows() > 0).collect();
+    let min = *keyed.first()?.keys.first()?;
+    let max = *keyed.last()?.keys.last()?;
+    let rows = keyed.iter().map(|k| k.num_rows() as u64).sum();
+    Some(Run {
+        file: FileEntry {
+            name: String::new(),
+            min,
+            max,
+            rows,
+            bytes: 0,
+        },
+        memory: Some(Arc::new(keyed.into_iter().map(|k| k.batch).collect())),
+    })
 }
 
 /// A piece of the plan: a stored file or a staged run.
@@ -181,6 +224,8 @@ struct Piece {
     priority: (bool, usize),
     /// Must be rewritten (part of it is in the deleted range).
     dirty: bool,
+    /// The rows of a run not written yet.
+    memory: Option<Arc<Vec<RecordBatch>>>,
 }
 
 /// What a plan produced.
@@ -485,7 +530,7 @@ impl Engine {
         p: &Prepared,
         mut input: BoxStream<'static, Result<RecordBatch>>,
         guard: &mut InFlightGuard,
-    ) -> Result<(Vec<FileEntry>, u64)> {
+    ) -> Result<(Vec<Run>, u64)> {
         let target = self.file_target(c, i, &p.settings, &p.schema, &p.metadata);
         let ordered_on = p.settings.ordered_on.clone();
         let mut runs = Vec::new();
@@ -532,11 +577,17 @@ impl Engine {
                     // Stage the chunk in its own task while the next one arrives; runs keep
                     // upload order (it decides ties between equal keys).
                     if staging.len() >= STAGE_TASKS {
-                        runs.extend(Self::staged(staging.next().await, guard)?);
+                        let staged = Self::staged(staging.next().await, guard)?;
+                        runs.extend(staged.into_iter().map(Run::written));
                     }
                     let batches = std::mem::take(&mut chunk);
                     let (schema, on, key) =
                         (Arc::clone(&p.schema), ordered_on.clone(), p.key.clone());
+                    if next.is_none() && runs.is_empty() && staging.is_empty() {
+                        // The whole upload is this one chunk: keep it in memory.
+                        runs.extend(memory_run(sort_chunk(batches, schema, on, key).await?));
+                        break;
+                    }
                     let target = target.clone();
                     let mut task_guard = InFlightGuard::new(&self.inner.in_flight);
                     staging.push_back(tokio::spawn(async move {
@@ -559,7 +610,7 @@ impl Engine {
         let mut outcome = received;
         while let Some(done) = staging.next().await {
             match Self::staged(Some(done), guard) {
-                Ok(r) => runs.extend(r),
+                Ok(r) => runs.extend(r.into_iter().map(Run::written)),
                 Err(e) => outcome = outcome.and(Err(e)),
             }
         }
@@ -585,7 +636,7 @@ impl Engine {
         i: &ItemName,
         opts: &WriteOptions,
         p: &Prepared,
-        runs: Vec<FileEntry>,
+        runs: Vec<Run>,
         guard: &mut InFlightGuard,
     ) -> Result<(Arc<Manifest>, Planned, u64)> {
         let lock = self.item_lock(c, i);
@@ -697,7 +748,7 @@ impl Engine {
         i: &ItemName,
         target: &FileTarget,
         stored: &[FileEntry],
-        runs: &[FileEntry],
+        runs: &[Run],
         key: Option<&(Vec<String>, Keep)>,
         deleted: Option<KeyRange>,
         guard: &mut InFlightGuard,
@@ -712,13 +763,15 @@ impl Engine {
                 file: f.clone(),
                 priority: (false, n),
                 dirty,
+                memory: None,
             });
         }
-        for (n, f) in runs.iter().enumerate() {
+        for (n, r) in runs.iter().enumerate() {
             pieces.push(Piece {
-                file: f.clone(),
+                file: r.file.clone(),
                 priority: (true, n),
                 dirty: false,
+                memory: r.memory.clone(),
             });
         }
         pieces.sort_by_key(|p| (p.file.min, p.priority));
@@ -750,7 +803,20 @@ impl Engine {
                 if p.priority.0 {
                     planned.rows_new += p.file.rows;
                 }
-                planned.files.push(p.file.clone());
+                match &p.memory {
+                    None => planned.files.push(p.file.clone()),
+                    Some(batches) => {
+                        // A run that touches nothing: written as it is.
+                        let mut sink = FileSink::new(target.clone(), guard);
+                        for b in batches.iter() {
+                            sink.push(&sort_batch(b.clone(), &target.ordered_on, true)?)
+                                .await?;
+                        }
+                        let files = sink.finish().await?;
+                        planned.written.extend(files.iter().map(|f| f.name.clone()));
+                        planned.files.extend(files);
+                    }
+                }
                 continue;
             }
             let out = self
@@ -806,9 +872,13 @@ impl Engine {
             });
         }
         for p in &runs {
-            let stream = self
-                .scan_excluding(c, i, &p.file, &target.schema, &target.ordered_on, None)
-                .await?;
+            let stream = match &p.memory {
+                Some(batches) => stream::iter(batches.as_ref().clone().into_iter().map(Ok)).boxed(),
+                None => {
+                    self.scan_excluding(c, i, &p.file, &target.schema, &target.ordered_on, None)
+                        .await?
+                }
+            };
             sources.push(Source {
                 stream,
                 is_new: true,

@@ -211,12 +211,12 @@ impl Merger {
         let mut indices: Vec<(usize, usize)> = Vec::new();
         let mut keys: Vec<i64> = Vec::new();
         let mut is_new: Vec<bool> = Vec::new();
-        while indices.len() < self.batch_size {
-            for (i, slot) in slot.iter_mut().enumerate() {
-                if self.fill(i).await? {
-                    *slot = None;
-                }
+        for (i, slot) in slot.iter_mut().enumerate() {
+            if self.fill(i).await? {
+                *slot = None;
             }
+        }
+        while indices.len() < self.batch_size {
             // The best and second-best heads, by (key, source index).
             let mut best: Option<(i64, usize)> = None;
             let mut second: Option<(i64, usize)> = None;
@@ -237,8 +237,8 @@ impl Merger {
             let run = match second {
                 None => rest.len(),
                 // A lower index wins ties, so it may also take rows equal to the other head.
-                Some((k2, i2)) if s < i2 => rest.partition_point(|&k| k <= k2),
-                Some((k2, _)) => rest.partition_point(|&k| k < k2),
+                Some((k2, i2)) if s < i2 => gallop(rest, |k| k <= k2),
+                Some((k2, _)) => gallop(rest, |k| k < k2),
             };
             let take = run.min(self.batch_size - indices.len()).max(1);
             let b = *slot[s].get_or_insert_with(|| {
@@ -249,6 +249,10 @@ impl Merger {
             keys.extend_from_slice(&keyed.keys[*pos..*pos + take]);
             is_new.extend_from_slice(&keyed.is_new[*pos..*pos + take]);
             *pos += take;
+            // Only the source just taken from can have run dry.
+            if *pos >= keyed.num_rows() && self.fill(s).await? {
+                slot[s] = None;
+            }
         }
         let Some(&(first_batch, first_row)) = indices.first() else {
             return Ok(None);
@@ -269,6 +273,19 @@ impl Merger {
             is_new,
         }))
     }
+}
+
+/// The length of the prefix of `keys` (sorted) whose keys satisfy `pred` (true, then
+/// false), found by galloping: O(log run) for short runs, as when sources alternate row
+/// by row, and still O(log n) for long ones.
+fn gallop(keys: &[i64], pred: impl Fn(i64) -> bool) -> usize {
+    let mut hi = 1;
+    while hi < keys.len() && pred(keys[hi]) {
+        hi *= 2;
+    }
+    let lo = hi / 2;
+    let hi = hi.min(keys.len());
+    lo + keys[lo..hi].partition_point(|&k| pred(k))
 }
 
 /// Runs of equal ordering keys up to this size are de-duplicated without hashing.
@@ -372,7 +389,7 @@ impl Dedup {
         };
         let mut start = 0;
         while start < n {
-            let end = start + k.keys[start..].partition_point(|&x| x == k.keys[start]);
+            let end = start + gallop(&k.keys[start..], |x| x == k.keys[start]);
             if end - start > 1 && k.is_new[start..end].iter().any(|&b| b) {
                 changed = true;
                 let group = start..end;
@@ -431,6 +448,23 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gallop_agrees_with_partition_point() {
+        for len in 0..70usize {
+            let keys: Vec<i64> = (0..len as i64).map(|k| k / 3).collect();
+            for bound in -1..=(len as i64 / 3 + 1) {
+                assert_eq!(
+                    gallop(&keys, |k| k <= bound),
+                    keys.partition_point(|&k| k <= bound)
+                );
+                assert_eq!(
+                    gallop(&keys, |k| k < bound),
+                    keys.partition_point(|&k| k < bound)
+                );
+            }
+        }
+    }
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use futures::stream;

@@ -419,7 +419,7 @@ async fn random_operations_match_the_model() {
     let seeds: u64 = std::env::var("FLIGHTSTORE_MODEL_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(24);
     for seed in 0..seeds {
         run_model(seed, 60).await;
     }

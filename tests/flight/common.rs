@@ -167,6 +167,25 @@ pub(crate) async fn action(
     Ok(serde_json::from_slice(&first).unwrap())
 }
 
+/// The trade ids of every endpoint of `info`, fetched in order.
+pub(crate) async fn endpoint_ids(
+    client: &mut FlightClient,
+    info: &arrow_flight::FlightInfo,
+) -> Vec<i64> {
+    let mut all = Vec::new();
+    for e in &info.endpoint {
+        let batches: Vec<RecordBatch> = client
+            .do_get(e.ticket.clone().expect("endpoints carry tickets"))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        all.extend(ids(&batches));
+    }
+    all
+}
+
 pub(crate) fn ids(batches: &[RecordBatch]) -> Vec<i64> {
     batches
         .iter()

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 
-use futures::TryStreamExt;
 use serde_json::json;
 
 use crate::common::*;
@@ -42,17 +41,7 @@ async fn concurrent_appenders_and_readers_over_the_network() {
             let mut reads = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
                 let info = client.get_flight_info(path("c", "t")).await.unwrap();
-                let mut got = Vec::new();
-                for e in &info.endpoint {
-                    let b: Vec<_> = client
-                        .do_get(e.ticket.clone().unwrap())
-                        .await
-                        .unwrap()
-                        .try_collect()
-                        .await
-                        .unwrap();
-                    got.extend(ids(&b));
-                }
+                let got = endpoint_ids(&mut client, &info).await;
                 // A whole version: whole uploads only, each row once, in order.
                 assert_eq!(got.len() as i64 % ROWS, 0, "a partial commit is visible");
                 assert_eq!(got.len() as i64, info.total_records);

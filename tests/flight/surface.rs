@@ -361,17 +361,7 @@ async fn large_reads_split_into_endpoints_pinned_to_one_version() {
     )
     .await
     .unwrap();
-    let mut all = Vec::new();
-    for e in &info.endpoint {
-        let b: Vec<_> = client
-            .do_get(e.ticket.clone().unwrap())
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        all.extend(ids(&b));
-    }
+    let all = endpoint_ids(&mut client, &info).await;
     assert_eq!(all, (0..10_000).collect::<Vec<_>>());
 }
 

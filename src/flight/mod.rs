@@ -27,6 +27,7 @@ use serde_json::json;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
+use crate::storage::schema::project;
 use crate::storage::{Engine, Error, KeyRange, Manifest};
 use flightstore_client::proto;
 use status::{invalid, to_status};
@@ -85,32 +86,7 @@ impl FlightStore {
 
     /// The schema a read returns (after projection).
     fn read_schema(read: &Read) -> Result<SchemaRef, Status> {
-        let schema = read
-            .manifest
-            .schema
-            .clone()
-            .unwrap_or_else(|| SchemaRef::new(arrow::datatypes::Schema::empty()));
-        match &read.options.columns {
-            None => Ok(schema),
-            Some(columns) => {
-                let indices = columns
-                    .iter()
-                    .map(|c| {
-                        schema.index_of(c).map_err(|_| {
-                            invalid(format!(
-                                "column {c:?} is not in {}/{}",
-                                read.collection, read.item
-                            ))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(SchemaRef::new(
-                    schema
-                        .project(&indices)
-                        .map_err(|e| invalid(e.to_string()))?,
-                ))
-            }
-        }
+        project(read.manifest.live_schema(), read.options.columns.as_deref()).map_err(to_status)
     }
 
     /// Endpoints for a read: split at file bounds into pieces of about `endpoint_rows`,
@@ -148,11 +124,8 @@ impl FlightStore {
             .collect()
     }
 
-    fn item_info(
-        manifest: &Manifest,
-        descriptor: FlightDescriptor,
-        schema: &SchemaRef,
-    ) -> Result<FlightInfo, Status> {
+    /// The `ListFlights` entry of an item: its whole latest version.
+    fn item_info(manifest: &Manifest, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
         let (start, end) = manifest
             .range()
             .map_or((None, None), |(s, e)| (Some(s), Some(e)));
@@ -160,7 +133,7 @@ impl FlightStore {
             "start": start, "end": end, "version": manifest.version, "metadata": manifest.metadata,
         });
         Ok(FlightInfo::new()
-            .try_with_schema(schema)
+            .try_with_schema(manifest.live_schema())
             .map_err(|e| Status::internal(e.to_string()))?
             .with_descriptor(descriptor)
             .with_total_records(manifest.rows() as i64)
@@ -288,15 +261,8 @@ impl FlightService for FlightStore {
                     Err(Error::ItemNotFound { .. }) => continue, // deleted meanwhile
                     Err(e) => return Err(to_status(e)),
                 };
-                let schema = manifest
-                    .schema
-                    .clone()
-                    .unwrap_or_else(|| SchemaRef::new(arrow::datatypes::Schema::empty()));
-                infos.push(Ok(Self::item_info(
-                    &manifest,
-                    descriptor_path(&c.to_string(), &name),
-                    &schema,
-                )?));
+                let descriptor = descriptor_path(&c.to_string(), &name);
+                infos.push(Ok(Self::item_info(&manifest, descriptor)?));
             }
         }
         Ok(Response::new(stream::iter(infos).boxed()))

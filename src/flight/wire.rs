@@ -100,10 +100,7 @@ impl Read {
             (None, None) => At::Latest,
         };
         let manifest = engine.manifest_at(&c, &i, &at).await.map_err(to_status)?;
-        let schema = manifest
-            .schema
-            .clone()
-            .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+        let schema = Arc::clone(manifest.live_schema());
         let filter = match &req.filter {
             Some(sql) if !sql.trim().is_empty() => {
                 Some(Arc::new(SqlFilter::try_new(sql, &schema).map_err(to_status)?) as _)

@@ -145,8 +145,9 @@ impl Manifest {
         Some((self.files.first()?.min, self.files.last()?.max))
     }
 
-    /// The schema of a live manifest.
-    pub(crate) fn live_schema(&self) -> &SchemaRef {
+    /// The schema of a live manifest (every manifest but a deletion's tombstone; those
+    /// [`super::Engine::manifest_at`] returns are live).
+    pub fn live_schema(&self) -> &SchemaRef {
         self.schema.as_ref().expect("live manifests carry a schema")
     }
 

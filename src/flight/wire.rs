@@ -81,8 +81,7 @@ pub(crate) struct Read {
     pub(crate) item: ItemName,
     pub(crate) manifest: Arc<Manifest>,
     pub(crate) options: ReadOptions,
-    /// Columns as requested (for tickets).
-    pub(crate) columns: Option<Vec<String>>,
+    /// The filter as written (tickets carry it; `options` holds it compiled).
     pub(crate) filter: Option<String>,
 }
 
@@ -114,7 +113,7 @@ impl Read {
                 opt_time(req.start.as_ref(), "start")?,
                 opt_time(req.end.as_ref(), "end")?,
             ),
-            columns: columns.clone(),
+            columns,
             filter,
             limit: count(req.limit),
             last: count(req.last),
@@ -126,7 +125,6 @@ impl Read {
             item: i,
             manifest,
             options,
-            columns,
             filter: req.filter.filter(|f| !f.trim().is_empty()),
         })
     }
@@ -143,7 +141,7 @@ impl Read {
         if let Some(e) = range.end {
             t.insert("end".into(), e.into());
         }
-        if let Some(c) = &self.columns {
+        if let Some(c) = &self.options.columns {
             t.insert("columns".into(), c.clone().into());
         }
         if let Some(f) = &self.filter {

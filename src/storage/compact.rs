@@ -237,9 +237,14 @@ impl Engine {
                 (Ok(latest), Some(next)) => {
                     let files_before = latest.files.len();
                     let files_after = next.files.len();
-                    self.try_commit(c, i, Some(latest), next)
-                        .await?
-                        .map(|m| (m, files_before, files_after))
+                    match self.try_commit(c, i, Some(latest), next).await {
+                        Ok(m) => m.map(|m| (m, files_before, files_after)),
+                        Err(e) => {
+                            drop(held);
+                            self.delete_failed(c, i, guard.paths()).await;
+                            return Err(e);
+                        }
+                    }
                 }
                 _ => None,
             };

@@ -849,6 +849,27 @@ impl Engine {
     }
 
     /// Delete objects, best effort.
+    /// Delete the files of an operation that failed, except those the item's latest
+    /// version lists: a commit whose put reported an error may still have landed (say,
+    /// the folder sync failed after the link). If the latest version cannot be read,
+    /// nothing is deleted; vacuum removes orphans later.
+    async fn delete_failed(&self, c: &CollectionName, i: &ItemName, paths: &[Path]) {
+        let latest = match self.latest(c, i).await {
+            Ok(m) => m,
+            Err(e) => return Self::cleanup_failed(&e),
+        };
+        let listed: std::collections::HashSet<&str> = latest
+            .iter()
+            .flat_map(|m| m.files.iter().map(|f| f.name.as_str()))
+            .collect();
+        let garbage: Vec<Path> = paths
+            .iter()
+            .filter(|p| !p.filename().is_some_and(|n| listed.contains(n)))
+            .cloned()
+            .collect();
+        self.delete_paths(&garbage).await;
+    }
+
     async fn delete_paths(&self, paths: &[Path]) {
         for path in paths {
             match self.store().delete(path).await {

@@ -275,18 +275,21 @@ impl Engine {
         .await;
         // Whatever this write put down and the committed version does not list (merged
         // runs, or everything after a failure) is garbage now.
-        let referenced = |name: &str| {
-            result
-                .as_ref()
-                .is_ok_and(|((m, _, _), _)| m.files.iter().any(|f| f.name == name))
-        };
-        let garbage: Vec<_> = guard
-            .paths()
-            .iter()
-            .filter(|p| !p.filename().is_some_and(referenced))
-            .cloned()
-            .collect();
-        self.delete_paths(&garbage).await;
+        match &result {
+            Ok(((m, _, _), _)) => {
+                let garbage: Vec<_> = guard
+                    .paths()
+                    .iter()
+                    .filter(|p| {
+                        !p.filename()
+                            .is_some_and(|n| m.files.iter().any(|f| f.name == n))
+                    })
+                    .cloned()
+                    .collect();
+                self.delete_paths(&garbage).await;
+            }
+            Err(_) => self.delete_failed(c, i, guard.paths()).await,
+        }
         drop(guard);
         let ((manifest, planned, rows_deleted), rows_received) = result?;
         info!(

@@ -214,3 +214,106 @@ async fn a_crash_at_any_io_step_leaves_the_last_version_intact() {
         expected
     );
 }
+
+/// Performs the next manifest put, then reports it as failed (a lost acknowledgement:
+/// the folder sync failed, the connection dropped after the write...).
+#[derive(Debug)]
+struct LostAckStore {
+    inner: Arc<dyn ObjectStore>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl fmt::Display for LostAckStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LostAckStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LostAckStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let manifest = location.as_ref().contains("_manifest");
+        let result = self.inner.put_opts(location, payload, opts).await?;
+        if manifest && self.armed.swap(false, Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "lost-ack",
+                source: "the put landed but its acknowledgement was lost".into(),
+            });
+        }
+        Ok(result)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn a_commit_whose_acknowledgement_is_lost_keeps_its_files() {
+    let (c, i) = names("c", "item");
+    let store = Arc::new(LostAckStore {
+        inner: Arc::new(InMemory::new()),
+        armed: false.into(),
+    });
+    let engine = Engine::with_store(
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+        Path::default(),
+        small_options(),
+        system_clock(),
+    );
+    let first: Vec<Row> = (0..30).map(|n| (n * 10, 0, n)).collect();
+    write_rows(&engine, &c, &i, WriteOptions::default(), &first, 10)
+        .await
+        .unwrap();
+    // An upsert rewrites files; its commit lands but is reported as failed.
+    store.armed.store(true, Ordering::SeqCst);
+    let update: Vec<Row> = (10..20).map(|n| (n * 10, 0, 100 + n)).collect();
+    let upsert = WriteOptions {
+        mode: WriteMode::Upsert,
+        dedup_on: Some(vec!["k".into()]),
+        ..Default::default()
+    };
+    assert!(write_rows(&engine, &c, &i, upsert, &update, 10)
+        .await
+        .is_err());
+    // The landed version is whole: none of its files was cleaned up as garbage.
+    let mut expected = first;
+    expected.splice(10..20, update);
+    assert_eq!(engine.latest(&c, &i).await.unwrap().unwrap().version, 2);
+    assert_eq!(
+        read_rows(&engine, &c, &i, all_rows()).await.unwrap(),
+        expected
+    );
+}

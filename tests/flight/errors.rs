@@ -10,6 +10,7 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::common::*;
+use crate::files::walk;
 
 async fn get_code(client: &mut FlightClient, ticket: &[u8]) -> Code {
     let result: Result<Vec<_>, _> = match client.do_get(Ticket::new(ticket.to_vec())).await {
@@ -47,62 +48,24 @@ async fn malformed_tickets_commands_and_bodies_are_invalid_arguments() {
         .await
         .unwrap();
 
-    assert_eq!(
-        get_code(&mut client, b"\xff\x00garbage").await,
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        get_code(&mut client, b"{not json").await,
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        get_code(
-            &mut client,
-            br#"{"collection": "c", "item": "t", "limt": 5}"#
-        )
-        .await,
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        get_code(
-            &mut client,
-            br#"{"collection": "c", "item": "t", "start": "yesterday"}"#
-        )
-        .await,
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        get_code(
-            &mut client,
-            br#"{"collection": "c", "item": "t", "limit": 1, "last": 1}"#
-        )
-        .await,
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        get_code(
-            &mut client,
-            br#"{"collection": "c", "item": "t", "version": 1, "snapshot": "s"}"#
-        )
-        .await,
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        get_code(
-            &mut client,
-            br#"{"collection": "c", "item": "t", "filter": "nope > 1"}"#
-        )
-        .await,
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        get_code(
-            &mut client,
-            br#"{"collection": "c", "item": "t", "columns": ["nope"]}"#
-        )
-        .await,
-        Code::InvalidArgument
-    );
+    let malformed: [&[u8]; 8] = [
+        b"\xff\x00garbage",
+        b"{not json",
+        br#"{"collection": "c", "item": "t", "limt": 5}"#,
+        br#"{"collection": "c", "item": "t", "start": "yesterday"}"#,
+        br#"{"collection": "c", "item": "t", "limit": 1, "last": 1}"#,
+        br#"{"collection": "c", "item": "t", "version": 1, "snapshot": "s"}"#,
+        br#"{"collection": "c", "item": "t", "filter": "nope > 1"}"#,
+        br#"{"collection": "c", "item": "t", "columns": ["nope"]}"#,
+    ];
+    for ticket in malformed {
+        let shown = String::from_utf8_lossy(ticket);
+        assert_eq!(
+            get_code(&mut client, ticket).await,
+            Code::InvalidArgument,
+            "{shown}"
+        );
+    }
 
     let e = client
         .get_flight_info(FlightDescriptor::new_path(vec!["only-collection".into()]))
@@ -193,30 +156,20 @@ async fn unknown_things_are_not_found() {
     put(&mut client, path("c", "t"), vec![ticks(0..10, 0.0)])
         .await
         .unwrap();
-    assert_eq!(
-        get_code(&mut client, br#"{"collection": "c", "item": "nope"}"#).await,
-        Code::NotFound
-    );
-    assert_eq!(
-        get_code(&mut client, br#"{"collection": "nope", "item": "t"}"#).await,
-        Code::NotFound
-    );
-    assert_eq!(
-        get_code(
-            &mut client,
-            br#"{"collection": "c", "item": "t", "version": 9}"#
-        )
-        .await,
-        Code::NotFound
-    );
-    assert_eq!(
-        get_code(
-            &mut client,
-            br#"{"collection": "c", "item": "t", "snapshot": "nope"}"#
-        )
-        .await,
-        Code::NotFound
-    );
+    let unknown: [&[u8]; 4] = [
+        br#"{"collection": "c", "item": "nope"}"#,
+        br#"{"collection": "nope", "item": "t"}"#,
+        br#"{"collection": "c", "item": "t", "version": 9}"#,
+        br#"{"collection": "c", "item": "t", "snapshot": "nope"}"#,
+    ];
+    for ticket in unknown {
+        let shown = String::from_utf8_lossy(ticket);
+        assert_eq!(
+            get_code(&mut client, ticket).await,
+            Code::NotFound,
+            "{shown}"
+        );
+    }
     assert_eq!(
         code(&client.get_flight_info(path("c", "nope")).await.unwrap_err()),
         Code::NotFound
@@ -279,24 +232,8 @@ async fn traversal_and_bad_names_are_refused() {
             .unwrap(),
         json!([])
     );
-    let mut files = Vec::new();
-    for e in walk(server.dir.path()) {
-        files.push(e);
-    }
+    let files = walk(server.dir.path());
     assert!(files.is_empty(), "{files:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 mod common;
 mod concurrency;
 mod errors;
+#[path = "../support/files.rs"]
+mod files;
 mod python;
 mod shutdown;
 mod surface;

@@ -6,6 +6,8 @@
 mod common;
 mod concurrency;
 mod crash;
+#[path = "../support/files.rs"]
+mod files;
 mod model;
 mod ops;
 mod types;

@@ -15,6 +15,7 @@ use parquet::file::reader::FileReader;
 use serde_json::json;
 
 use crate::common::*;
+use crate::files::walk;
 
 const MIN: i64 = 60_000_000_000;
 const DAY: i64 = 86_400_000_000_000;
@@ -31,21 +32,6 @@ async fn data_file_count(dir: &std::path::Path) -> usize {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .count()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -95,16 +95,10 @@ impl FlightStore {
         let o = &read.options;
         let whole = o.limit.is_some() || o.last.is_some() || o.n_prev > 0;
         let range = o.range;
-        let files: Vec<_> = read
-            .manifest
-            .files
-            .iter()
-            .filter(|f| range.overlaps(f.min, f.max))
-            .collect();
         let mut cuts: Vec<i64> = Vec::new(); // interior split points
         if !whole {
             let mut rows = 0u64;
-            for f in &files {
+            for f in read.files() {
                 if rows >= self.endpoint_rows && range.start.is_none_or(|s| f.min > s) {
                     cuts.push(f.min);
                     rows = 0;
@@ -278,12 +272,7 @@ impl FlightService for FlightStore {
         let o = &read.options;
         // Exact counts where the manifest knows them; -1 (unknown) where a filter or a
         // partial file decides.
-        let files: Vec<_> = read
-            .manifest
-            .files
-            .iter()
-            .filter(|f| o.range.overlaps(f.min, f.max))
-            .collect();
+        let files: Vec<_> = read.files().collect();
         let exact = o.filter.is_none() && files.iter().all(|f| o.range.covers(f.min, f.max));
         let mut rows: i64 = if exact {
             files.iter().map(|f| f.rows as i64).sum()

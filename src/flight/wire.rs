@@ -11,8 +11,8 @@ use super::status::{invalid, to_status};
 use crate::sql::SqlFilter;
 use crate::storage::time::parse_time;
 use crate::storage::{
-    At, CollectionName, Engine, ItemName, KeyRange, Manifest, ReadOptions, RowGroupTarget,
-    SnapshotName, WriteMode, WriteOptions,
+    At, CollectionName, Engine, FileEntry, ItemName, KeyRange, Manifest, ReadOptions,
+    RowGroupTarget, SnapshotName, WriteMode, WriteOptions,
 };
 
 /// Decode a wire message (JSON form or protobuf binary).
@@ -127,6 +127,15 @@ impl Read {
             options,
             filter: req.filter.filter(|f| !f.trim().is_empty()),
         })
+    }
+
+    /// The files of the version that the read's range overlaps.
+    pub(crate) fn files(&self) -> impl Iterator<Item = &FileEntry> {
+        let range = self.options.range;
+        self.manifest
+            .files
+            .iter()
+            .filter(move |f| range.overlaps(f.min, f.max))
     }
 
     /// A ticket for this read restricted to `range`, pinned to the resolved version.

@@ -182,6 +182,13 @@ fn in_range(batch: &RecordBatch, start: i64, end: i64) -> RecordBatch {
 }
 
 fn benches(c: &mut Criterion) {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        // Phase timings of the engine (e.g. RUST_LOG=flightstore=debug).
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let f = Fixture::new();
     let n = f.n;
     let mut g = c.benchmark_group("ticks");

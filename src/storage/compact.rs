@@ -113,11 +113,9 @@ fn rebase(
     let mut k = 0;
     for (r, out) in ranges.iter().zip(outputs) {
         let inputs = &base.files[r.clone()];
-        let start = k + latest.files[k..]
-            .iter()
-            .position(|f| f.name == inputs[0].name)?;
+        let start = k + latest.files[k..].iter().position(|f| f == &inputs[0])?;
         let block = latest.files.get(start..start + inputs.len())?;
-        if !block.iter().zip(inputs).all(|(a, b)| a.name == b.name) {
+        if block != inputs {
             return None;
         }
         files.extend_from_slice(&latest.files[k..start]);
@@ -429,6 +427,7 @@ mod tests {
                 max: i as i64,
                 rows: r,
                 bytes: 0,
+                row_groups: None,
             })
             .collect()
     }

@@ -10,6 +10,7 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, RecordBatch};
@@ -241,22 +242,66 @@ impl FileTarget {
     }
 }
 
+/// The encoder of the file being written: idle, or busy with a segment on a blocking
+/// thread while the caller prepares the next one.
+enum Encoder {
+    Idle(Box<ArrowWriter<Vec<u8>>>),
+    Busy(tokio::task::JoinHandle<Result<Box<ArrowWriter<Vec<u8>>>>>),
+}
+
+impl Encoder {
+    /// The writer, once the segment in progress is encoded.
+    async fn ready(self) -> Result<Box<ArrowWriter<Vec<u8>>>> {
+        match self {
+            Self::Idle(w) => Ok(w),
+            Self::Busy(task) => task.await?,
+        }
+    }
+}
+
 struct OpenFile {
     name: String,
-    writer: ArrowWriter<Vec<u8>>,
+    /// Always set between calls (taken while a segment is handed over).
+    encoder: Option<Encoder>,
     rows: usize,
     min: i64,
     max: i64,
     bucket: Option<i64>,
 }
 
-/// Writes sorted batches into files near the target size. Files are uploaded as they
-/// fill; only one file's encoded bytes are held in memory.
+impl OpenFile {
+    /// The writer, once the segment in progress is encoded.
+    async fn writer(&mut self) -> Result<Box<ArrowWriter<Vec<u8>>>> {
+        self.encoder.take().expect("encoder is set").ready().await
+    }
+
+    /// Encode `segment` in the background, after the segment in progress.
+    async fn encode(&mut self, segment: RecordBatch, new_row_group: bool) -> Result<()> {
+        let mut writer = self.writer().await?;
+        self.encoder = Some(Encoder::Busy(tokio::task::spawn_blocking(move || {
+            if new_row_group {
+                writer.flush()?;
+            }
+            writer.write(&segment)?;
+            Ok(writer)
+        })));
+        Ok(())
+    }
+}
+
+/// Writes sorted batches into files near the target size.
+///
+/// Encoding is pipelined: a pushed segment is encoded on a blocking thread while the
+/// caller produces the next (decoding and merging overlap with encoding), and a full
+/// file is uploaded in the background while the next one is encoded. At most two files'
+/// encoded bytes are held in memory.
 pub(crate) struct FileSink<'a> {
     target: FileTarget,
     props: WriterProperties,
     guard: &'a mut InFlightGuard,
     current: Option<OpenFile>,
+    /// Uploads of closed files, in key order; at most one runs while a file is encoded.
+    uploads: Vec<tokio::task::JoinHandle<Result<FileEntry>>>,
     written: Vec<FileEntry>,
 }
 
@@ -277,6 +322,7 @@ impl<'a> FileSink<'a> {
             props,
             guard,
             current: None,
+            uploads: Vec::new(),
             written: Vec::new(),
         }
     }
@@ -321,14 +367,8 @@ impl<'a> FileSink<'a> {
             file.min = file.min.min(keyed.keys[offset]);
             file.max = file.max.max(keyed.keys[end - 1]);
             file.rows += end - offset;
-            let file = tokio::task::spawn_blocking(move || -> Result<OpenFile> {
-                if new_bucket {
-                    file.writer.flush()?; // close the row group at the period boundary
-                }
-                file.writer.write(&segment)?;
-                Ok(file)
-            })
-            .await??;
+            // A new period closes the row group at its boundary.
+            file.encode(segment, new_bucket).await?;
             self.current = Some(file);
             offset = end;
         }
@@ -344,7 +384,7 @@ impl<'a> FileSink<'a> {
         )?;
         Ok(OpenFile {
             name,
-            writer,
+            encoder: Some(Encoder::Idle(Box::new(writer))),
             rows: 0,
             min: i64::MAX,
             max: i64::MIN,
@@ -352,13 +392,14 @@ impl<'a> FileSink<'a> {
         })
     }
 
+    /// Finish the current file and start its upload (after the previous one's).
     async fn close_current(&mut self) -> Result<()> {
-        let Some(file) = self.current.take() else {
+        let Some(mut file) = self.current.take() else {
             return Ok(());
         };
+        let writer = file.writer().await?;
         let OpenFile {
             name,
-            writer,
             rows,
             min,
             max,
@@ -367,25 +408,48 @@ impl<'a> FileSink<'a> {
         let bytes = tokio::task::spawn_blocking(move || writer.into_inner()).await??;
         let path = self.target.dir.clone().join(name.as_str());
         self.guard.add(path.clone());
-        let len = bytes.len() as u64;
-        self.target
-            .store
-            .put(&path, PutPayload::from(Bytes::from(bytes)))
-            .await?;
-        self.written.push(FileEntry {
-            name,
-            min,
-            max,
-            rows: rows as u64,
-            bytes: len,
-        });
+        self.await_uploads(1).await?;
+        let store = Arc::clone(&self.target.store);
+        self.uploads.push(tokio::spawn(async move {
+            let len = bytes.len() as u64;
+            store
+                .put(&path, PutPayload::from(Bytes::from(bytes)))
+                .await?;
+            Ok(FileEntry {
+                name,
+                min,
+                max,
+                rows: rows as u64,
+                bytes: len,
+                row_groups: None,
+            })
+        }));
+        Ok(())
+    }
+
+    /// Wait for uploads until at most `left` are running.
+    async fn await_uploads(&mut self, left: usize) -> Result<()> {
+        while self.uploads.len() > left {
+            let entry = self.uploads.remove(0).await??;
+            self.written.push(entry);
+        }
         Ok(())
     }
 
     /// Flush the last file and return every file written, in key order.
     pub(crate) async fn finish(mut self) -> Result<Vec<FileEntry>> {
         self.close_current().await?;
-        Ok(self.written)
+        self.await_uploads(0).await?;
+        Ok(std::mem::take(&mut self.written))
+    }
+}
+
+impl Drop for FileSink<'_> {
+    fn drop(&mut self) {
+        // A failed write: stop what still uploads (its paths are in the guard).
+        for task in &self.uploads {
+            task.abort();
+        }
     }
 }
 
@@ -444,6 +508,103 @@ impl AsyncFileReader for ObjectReader {
     }
 }
 
+/// The footer and page index of a data file, from the cache or read once.
+async fn load_metadata(reader: &mut ObjectReader, meta: &MetaCache) -> Result<ArrowReaderMetadata> {
+    if let Some(m) = meta.get(&reader.path) {
+        return Ok(m);
+    }
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let m = ArrowReaderMetadata::load_async(reader, options)
+        .await
+        .map_err(|e| Error::corrupt(&reader.path, e))?;
+    meta.insert(reader.path.clone(), m.clone());
+    Ok(m)
+}
+
+/// The row groups of `file` an entry covers.
+fn entry_row_groups(file: &FileEntry, metadata: &ArrowReaderMetadata) -> Range<usize> {
+    match file.row_groups {
+        Some([first, end]) => first..end,
+        None => 0..metadata.metadata().num_row_groups(),
+    }
+}
+
+/// `file` as one entry per row group, with the key range of each from the statistics
+/// (the entry itself if it has a single row group or statistics are missing), and the
+/// number of row groups of the whole file.
+pub(crate) async fn split_row_groups(
+    store: Arc<dyn ObjectStore>,
+    meta: &MetaCache,
+    path: Path,
+    file: &FileEntry,
+    ordered_on: &str,
+) -> Result<(Vec<FileEntry>, usize)> {
+    let mut reader = ObjectReader {
+        store,
+        path,
+        size: file.bytes,
+    };
+    let metadata = load_metadata(&mut reader, meta).await?;
+    let count = metadata.metadata().num_row_groups();
+    let groups = entry_row_groups(file, &metadata);
+    if groups.len() < 2 {
+        return Ok((vec![file.clone()], count));
+    }
+    let converter =
+        StatisticsConverter::try_new(ordered_on, metadata.schema(), metadata.parquet_schema())?;
+    let row_groups_meta = &metadata.metadata().row_groups()[groups.clone()];
+    let mins = stat_keys(&converter.row_group_mins(row_groups_meta.iter())?);
+    let maxes = stat_keys(&converter.row_group_maxes(row_groups_meta.iter())?);
+    let mut out = Vec::with_capacity(groups.len());
+    for (k, g) in groups.enumerate() {
+        let (Some(min), Some(max)) = (mins[k], maxes[k]) else {
+            return Ok((vec![file.clone()], count));
+        };
+        out.push(FileEntry {
+            name: file.name.clone(),
+            min,
+            max,
+            rows: row_groups_meta[k].num_rows() as u64,
+            bytes: file.bytes,
+            row_groups: Some([g, g + 1]),
+        });
+    }
+    Ok((out, count))
+}
+
+/// Join neighbouring entries that are consecutive row groups of one file (the inverse of
+/// [`split_row_groups`] for what a write left untouched). `row_group_counts` gives the
+/// number of row groups of each split file, so that a file whole again is listed plainly.
+pub(crate) fn join_row_groups(
+    files: Vec<FileEntry>,
+    row_group_counts: &HashMap<String, usize>,
+) -> Vec<FileEntry> {
+    let mut out: Vec<FileEntry> = Vec::with_capacity(files.len());
+    for f in files {
+        if let Some(last) = out.last_mut() {
+            if let (true, Some([first, end]), Some([next, next_end])) =
+                (last.name == f.name, last.row_groups, f.row_groups)
+            {
+                if end == next {
+                    last.row_groups = Some([first, next_end]);
+                    last.max = f.max;
+                    last.rows += f.rows;
+                    continue;
+                }
+            }
+        }
+        out.push(f);
+    }
+    for f in &mut out {
+        if let Some([0, end]) = f.row_groups {
+            if row_group_counts.get(&f.name) == Some(&end) {
+                f.row_groups = None;
+            }
+        }
+    }
+    out
+}
+
 /// Read the rows of `file` inside `range`, adapted to `target` (the item schema,
 /// projected; it must contain the ordering column), in key order.
 pub(crate) async fn scan(
@@ -460,22 +621,13 @@ pub(crate) async fn scan(
     }
     let mut reader = ObjectReader {
         store,
-        path: path.clone(),
+        path,
         size: file.bytes,
     };
     let covers = range.covers(file.min, file.max);
-    let metadata = match meta.get(&path) {
-        Some(m) => m,
-        None => {
-            let options =
-                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-            let m = ArrowReaderMetadata::load_async(&mut reader, options)
-                .await
-                .map_err(|e| Error::corrupt(&path, e))?;
-            meta.insert(path.clone(), m.clone());
-            m
-        }
-    };
+    let metadata = load_metadata(&mut reader, meta).await?;
+    let groups = entry_row_groups(file, &metadata);
+    let whole = file.row_groups.is_none();
     let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata);
     let file_schema = Arc::clone(builder.schema());
     let roots: Vec<usize> = target
@@ -488,7 +640,7 @@ pub(crate) async fn scan(
         .with_projection(mask)
         .with_batch_size(READ_BATCH_ROWS);
     if !covers {
-        let (row_groups, selection) = prune(&builder, &file_schema, ordered_on, range)?;
+        let (row_groups, selection) = prune(&builder, &file_schema, ordered_on, groups, range)?;
         if row_groups.is_empty() {
             return Ok(stream::empty().boxed());
         }
@@ -496,6 +648,8 @@ pub(crate) async fn scan(
         if let Some(selection) = selection {
             builder = builder.with_row_selection(selection);
         }
+    } else if !whole {
+        builder = builder.with_row_groups(groups.collect());
     }
     let stream = builder.build()?;
     let ordered_on = ordered_on.to_string();
@@ -523,6 +677,7 @@ fn prune<T>(
     builder: &parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
     file_schema: &SchemaRef,
     ordered_on: &str,
+    candidates: Range<usize>,
     range: KeyRange,
 ) -> Result<(Vec<usize>, Option<RowSelection>)> {
     let metadata = builder.metadata();
@@ -531,7 +686,7 @@ fn prune<T>(
     let row_groups_meta = metadata.row_groups();
     let mins = stat_keys(&converter.row_group_mins(row_groups_meta.iter())?);
     let maxes = stat_keys(&converter.row_group_maxes(row_groups_meta.iter())?);
-    let row_groups: Vec<usize> = (0..row_groups_meta.len())
+    let row_groups: Vec<usize> = candidates
         .filter(|&i| match (mins[i], maxes[i]) {
             (Some(lo), Some(hi)) => range.overlaps(lo, hi),
             _ => true,

@@ -88,19 +88,26 @@ pub struct Settings {
     pub schema_evolution: SchemaEvolution,
 }
 
-/// One Parquet file of an item.
+/// One Parquet file of an item, or a run of its row groups.
+///
+/// A write that touches a few row groups of a stored file rewrites only those; the
+/// untouched row groups stay where they are, listed as entries that name the same file
+/// with the `row_groups` they cover. Two entries of one file never overlap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     /// File name inside the item's `_data/` folder.
     pub name: String,
-    /// Smallest ordering key in the file.
+    /// Smallest ordering key in the entry.
     pub min: i64,
-    /// Largest ordering key in the file.
+    /// Largest ordering key in the entry.
     pub max: i64,
-    /// Rows in the file.
+    /// Rows in the entry.
     pub rows: u64,
-    /// Size of the file in bytes.
+    /// Size of the whole file in bytes.
     pub bytes: u64,
+    /// Row groups `[first, end)` of the file this entry covers; absent means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_groups: Option<[usize; 2]>,
 }
 
 /// One committed version of an item.
@@ -135,9 +142,14 @@ impl Manifest {
         self.files.iter().map(|f| f.rows).sum()
     }
 
-    /// Total bytes of the data files.
+    /// Total bytes of the data files (a file listed in several entries counts once).
     pub fn bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.bytes).sum()
+        let mut seen = std::collections::HashSet::new();
+        self.files
+            .iter()
+            .filter(|f| seen.insert(f.name.as_str()))
+            .map(|f| f.bytes)
+            .sum()
     }
 
     /// Smallest and largest ordering key, if the item holds rows.

@@ -3,12 +3,15 @@
 //! ```text
 //! input ─► adapt to item schema ─► chunks of ~stage_bytes ─► stable sort ─► dedup (new rows)
 //!        ─► run files (not yet visible)
-//! plan:  pieces = stored files ∪ runs, swept in key order into connected components;
+//! plan:  pieces = stored files ∪ runs, swept in key order into connected components
+//!        (a stored file a run touches takes part as its row groups);
 //!        a component of one untouched piece is kept as is (an append after the end
-//!        touches nothing), every other one is merged (Merger ─► Dedup ─► FileSink)
+//!        touches nothing, nor do the row groups of a file beside an upsert), every
+//!        other one is merged (Merger ─► Dedup ─► FileSink)
 //! commit: put-if-absent manifest v+1; on conflict delete the merge output and re-plan
 //! ```
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -22,7 +25,8 @@ use tracing::{debug, info};
 
 use super::error::{Error, Result};
 use super::files::{
-    scan, FileSink, FileTarget, InFlightGuard, KeyRange, Layouting, READ_BATCH_ROWS,
+    join_row_groups, scan, split_row_groups, FileSink, FileTarget, InFlightGuard, KeyRange,
+    Layouting, READ_BATCH_ROWS,
 };
 use super::manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution, Settings};
 use super::merge::{sort_batch, Dedup, Keyed, Merger, Source};
@@ -211,6 +215,7 @@ fn memory_run(keyed: Vec<Keyed>) -> Option<Run> {
             max,
             rows,
             bytes: 0,
+            row_groups: None,
         },
         memory: Some(Arc::new(keyed.into_iter().map(|k| k.batch).collect())),
     })
@@ -264,8 +269,10 @@ impl Engine {
         }
         let prepared = self.prepare(c, i, &opts, current.as_deref(), &schema)?;
         let mut guard = InFlightGuard::new(&self.inner.in_flight);
+        let mut staged_ms = 0;
         let result = async {
             let (runs, rows_received) = self.stage(c, i, &prepared, input, &mut guard).await?;
+            staged_ms = started.elapsed().as_millis() as u64;
             self.ensure_collection(c).await?;
             let committed = self
                 .commit_plan(c, i, &opts, &prepared, runs, &mut guard)
@@ -295,7 +302,7 @@ impl Engine {
         info!(
             collection = %c, item = %i, mode = opts.mode.as_str(),
             version = manifest.version, rows_received, rows_written = planned.rows_new,
-            elapsed_ms = started.elapsed().as_millis() as u64, "write committed"
+            staged_ms, elapsed_ms = started.elapsed().as_millis() as u64, "write committed"
         );
         self.after_write(c, i).await;
         Ok(WriteReceipt {
@@ -705,6 +712,7 @@ impl Engine {
             };
             let rows_before = current.as_ref().map_or(0, |m| m.rows());
             let target = self.file_target(c, i, &settings, &schema, &metadata);
+            let plan_started = std::time::Instant::now();
             let planned = self
                 .plan(
                     c,
@@ -729,7 +737,15 @@ impl Engine {
                 files: planned.files.clone(),
             };
             let rows_after = next.rows();
-            match self.try_commit(c, i, latest.as_deref(), next).await? {
+            let planned_at = std::time::Instant::now();
+            let committed = self.try_commit(c, i, latest.as_deref(), next).await?;
+            debug!(
+                collection = %c, item = %i, attempt,
+                plan_ms = (planned_at - plan_started).as_secs_f64() * 1e3,
+                commit_ms = planned_at.elapsed().as_secs_f64() * 1e3,
+                files_written = planned.written.len(), "planned and committed"
+            );
+            match committed {
                 Some(m) => {
                     let rows_deleted = (rows_before + planned.rows_new).saturating_sub(rows_after);
                     return Ok((m, planned, rows_deleted));
@@ -756,8 +772,33 @@ impl Engine {
         deleted: Option<KeyRange>,
         guard: &mut InFlightGuard,
     ) -> Result<Planned> {
-        let mut pieces: Vec<Piece> = Vec::with_capacity(stored.len() + runs.len());
-        for (n, f) in stored.iter().enumerate() {
+        // A stored file that a run or the deleted range touches is split into its row
+        // groups, so that only the row groups touched are merged and rewritten.
+        let touches = |f: &FileEntry| {
+            runs.iter()
+                .any(|r| f.min <= r.file.max && r.file.min <= f.max)
+                || deleted.is_some_and(|r| r.overlaps(f.min, f.max))
+        };
+        let mut row_group_counts = HashMap::new();
+        let mut split = Vec::with_capacity(stored.len());
+        for f in stored {
+            if !touches(f) {
+                split.push(f.clone());
+                continue;
+            }
+            let (parts, count) = split_row_groups(
+                Arc::clone(self.store()),
+                self.meta_cache(),
+                self.layout().data_file(c, i, &f.name),
+                f,
+                &target.ordered_on,
+            )
+            .await?;
+            row_group_counts.insert(f.name.clone(), count);
+            split.extend(parts);
+        }
+        let mut pieces: Vec<Piece> = Vec::with_capacity(split.len() + runs.len());
+        for (n, f) in split.iter().enumerate() {
             let dirty = deleted.is_some_and(|r| r.overlaps(f.min, f.max));
             if dirty && deleted.is_some_and(|r| r.covers(f.min, f.max)) {
                 continue; // wholly deleted
@@ -830,6 +871,7 @@ impl Engine {
             planned.files.extend(out.0);
         }
         planned.files.sort_by_key(|f| (f.min, f.max));
+        planned.files = join_row_groups(std::mem::take(&mut planned.files), &row_group_counts);
         Ok(planned)
     }
 

@@ -800,3 +800,81 @@ async fn range_reads_prune_files() {
         (4_250..4_260).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn an_upsert_rewrites_only_the_row_groups_it_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        row_group_target: RowGroupTarget::Rows(10),
+        file_target_rows: 100,
+        auto_compact: false,
+        ..small_options()
+    };
+    let engine = Engine::open(dir.path().to_str().unwrap(), options).unwrap();
+    let (c, i) = names("c", "slices");
+    let mut model = rows(0..100);
+    write_rows(&engine, &c, &i, WriteOptions::default(), &model, 100)
+        .await
+        .unwrap();
+    let original = engine.latest(&c, &i).await.unwrap().unwrap().files[0].clone();
+
+    // New values for keys 45..55: row groups 4 and 5 of the ten are rewritten.
+    let update: Vec<Row> = (45..55).map(|t| (t, 1, 1000 + t)).collect();
+    let upsert = WriteOptions {
+        mode: WriteMode::Upsert,
+        ..Default::default()
+    };
+    write_rows(&engine, &c, &i, upsert, &update, 3)
+        .await
+        .unwrap();
+    for r in &update {
+        model[r.0 as usize] = *r;
+    }
+    let m = engine.latest(&c, &i).await.unwrap().unwrap();
+    let layout: Vec<_> = m
+        .files
+        .iter()
+        .map(|f| (f.name == original.name, f.row_groups, f.min, f.max, f.rows))
+        .collect();
+    assert_eq!(
+        layout,
+        [
+            (true, Some([0, 4]), 0, 39, 40),
+            (false, None, 40, 59, 20),
+            (true, Some([6, 10]), 60, 99, 40),
+        ]
+    );
+    assert_eq!(m.rows(), 100);
+    assert_eq!(m.bytes(), original.bytes + m.files[1].bytes);
+    assert_eq!(read_rows(&engine, &c, &i, all_rows()).await.unwrap(), model);
+    let range = ReadOptions {
+        range: KeyRange::new(Some(35), Some(65)),
+        ..Default::default()
+    };
+    assert_eq!(
+        read_rows(&engine, &c, &i, range).await.unwrap(),
+        model[35..65]
+    );
+
+    // Vacuum keeps the file that the slices still list.
+    engine.vacuum(None, None).await.unwrap();
+    assert_eq!(data_file_count(dir.path()).await, 2);
+    assert_eq!(read_rows(&engine, &c, &i, all_rows()).await.unwrap(), model);
+
+    // A deletion inside a slice splits it further; the rest stays by reference.
+    engine.delete_range(&c, &i, 72, 75).await.unwrap();
+    model.retain(|r| !(72..75).contains(&r.0));
+    let m = engine.latest(&c, &i).await.unwrap().unwrap();
+    let slices: Vec<_> = m.files.iter().map(|f| f.row_groups).collect();
+    assert_eq!(
+        slices,
+        [Some([0, 4]), None, Some([6, 7]), None, Some([8, 10])]
+    );
+    assert_eq!(read_rows(&engine, &c, &i, all_rows()).await.unwrap(), model);
+
+    // A full compaction writes whole files again.
+    engine.compact(&c, &i).await.unwrap();
+    let m = engine.latest(&c, &i).await.unwrap().unwrap();
+    assert!(m.files.iter().all(|f| f.row_groups.is_none()), "{m:?}");
+    assert_eq!(read_rows(&engine, &c, &i, all_rows()).await.unwrap(), model);
+}

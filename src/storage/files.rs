@@ -2,7 +2,7 @@
 //! target size, and the pruned scan that reads a key range back.
 //!
 //! ```text
-//! write: sorted batches ─► FileSink ─► ArrowWriter (spawn_blocking) ─► put _data/<uuid>.parquet
+//! write: sorted batches ─► FileSink ─► ParallelWriter (spawn_blocking) ─► put _data/<uuid>.parquet
 //!                             cuts row groups at the row target or at period boundaries,
 //!                             rolls files at the file target
 //! read:  FileEntry + range ─► footer + page index ─► row groups by statistics
@@ -27,7 +27,7 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
 };
 use parquet::arrow::async_reader::AsyncFileReader;
-use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::metadata::{
     KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, SortingColumn,
@@ -35,6 +35,7 @@ use parquet::file::metadata::{
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 
+use super::encode::ParallelWriter;
 use super::error::{Error, Result};
 use super::manifest::FileEntry;
 use super::merge::Keyed;
@@ -245,13 +246,13 @@ impl FileTarget {
 /// The encoder of the file being written: idle, or busy with a segment on a blocking
 /// thread while the caller prepares the next one.
 enum Encoder {
-    Idle(Box<ArrowWriter<Vec<u8>>>),
-    Busy(tokio::task::JoinHandle<Result<Box<ArrowWriter<Vec<u8>>>>>),
+    Idle(Box<ParallelWriter>),
+    Busy(tokio::task::JoinHandle<Result<Box<ParallelWriter>>>),
 }
 
 impl Encoder {
     /// The writer, once the segment in progress is encoded.
-    async fn ready(self) -> Result<Box<ArrowWriter<Vec<u8>>>> {
+    async fn ready(self) -> Result<Box<ParallelWriter>> {
         match self {
             Self::Idle(w) => Ok(w),
             Self::Busy(task) => task.await?,
@@ -271,7 +272,7 @@ struct OpenFile {
 
 impl OpenFile {
     /// The writer, once the segment in progress is encoded.
-    async fn writer(&mut self) -> Result<Box<ArrowWriter<Vec<u8>>>> {
+    async fn writer(&mut self) -> Result<Box<ParallelWriter>> {
         self.encoder.take().expect("encoder is set").ready().await
     }
 
@@ -377,11 +378,7 @@ impl<'a> FileSink<'a> {
 
     fn open(&mut self) -> Result<OpenFile> {
         let name = format!("{}.parquet", uuid::Uuid::new_v4().simple());
-        let writer = ArrowWriter::try_new(
-            Vec::with_capacity(1 << 20),
-            Arc::clone(&self.target.schema),
-            Some(self.props.clone()),
-        )?;
+        let writer = ParallelWriter::try_new(Arc::clone(&self.target.schema), self.props.clone())?;
         Ok(OpenFile {
             name,
             encoder: Some(Encoder::Idle(Box::new(writer))),

@@ -25,6 +25,7 @@
 
 mod compact;
 mod durable;
+mod encode;
 pub mod error;
 pub mod files;
 mod gaps;

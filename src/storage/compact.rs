@@ -126,11 +126,20 @@ fn rebase(
     Some(files)
 }
 
+/// Lower the CPU priority of the calling thread (and of the threads it starts) to nice
+/// 10, so that background work yields to requests. Linux keeps a nice value per thread.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread (who = 0) only changes its scheduling.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 impl Engine {
-    /// Merge small files after a write (best effort: failures are logged, the write
-    /// stays committed).
-    /// Compact after a write, inline or in a background task (see
-    /// [`super::Options::compact_in_background`]).
+    /// Merge small files after a write, inline or on a background thread (see
+    /// [`super::Options::compact_in_background`]). Best effort: failures are logged, the
+    /// write stays committed.
     pub(crate) async fn after_write(&self, c: &CollectionName, i: &ItemName) {
         if !self.inner.options.auto_compact {
             return;
@@ -148,16 +157,38 @@ impl Engine {
         if !started {
             return; // the running one will see this write's files, or the next write will
         }
+        // A thread of its own at a lower priority, with its own runtime: the merge uses
+        // what CPU the requests leave (on 2 cores it otherwise slows every append while
+        // it runs).
         let engine = self.clone();
-        tokio::spawn(async move {
-            engine.auto_compact(&key.0, &key.1).await;
-            engine
-                .inner
-                .compacting
-                .lock()
-                .expect("compacting set poisoned")
-                .remove(&key);
-        });
+        let done = {
+            let engine = engine.clone();
+            let key = key.clone();
+            move || {
+                engine
+                    .inner
+                    .compacting
+                    .lock()
+                    .expect("compacting set poisoned")
+                    .remove(&key);
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("flightstore-compact".into())
+            .spawn(move || {
+                lower_thread_priority();
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(engine.auto_compact(&key.0, &key.1)),
+                    Err(e) => warn!(cause = %e, "no runtime for a background compaction"),
+                }
+                done();
+            });
+        if let Err(e) = spawned {
+            warn!(cause = %e, "no thread for a background compaction");
+        }
     }
 
     async fn auto_compact(&self, c: &CollectionName, i: &ItemName) {

@@ -15,13 +15,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::UInt32Array;
-use arrow::array::{BooleanArray, RecordBatch};
+use arrow::array::{make_comparator, ArrayRef, BooleanArray, RecordBatch};
 use arrow::buffer::ScalarBuffer;
+use arrow::compute::SortOptions;
 use arrow::compute::{
     concat_batches, filter_record_batch, interleave_record_batch, take_record_batch,
 };
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
@@ -370,22 +371,34 @@ impl Dedup {
         let n = k.num_rows();
         let mut keep = vec![true; n];
         let mut changed = false;
-        let rows = match &self.converter {
-            None => None,
-            Some(conv) => {
-                let cols = self
-                    .key_columns
-                    .iter()
-                    .map(|c| Arc::clone(k.batch.column_by_name(c).expect("key column exists")))
-                    .collect::<Vec<_>>();
-                Some(conv.convert_columns(&cols)?)
+        let cols: Vec<ArrayRef> = self
+            .key_columns
+            .iter()
+            .map(|c| Arc::clone(k.batch.column_by_name(c).expect("key column exists")))
+            .collect();
+        // Small groups compare rows pairwise; large ones hash their row encoding, made
+        // only when one occurs.
+        let comparators = cols
+            .iter()
+            .map(|c| make_comparator(c.as_ref(), c.as_ref(), SortOptions::default()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .ok();
+        let rows = std::cell::OnceCell::new();
+        let rows = || -> Result<&Option<Rows>> {
+            if rows.get().is_none() {
+                let encoded = match &self.converter {
+                    Some(conv) => Some(conv.convert_columns(&cols)?),
+                    None => None,
+                };
+                let _ = rows.set(encoded);
             }
+            Ok(rows.get().expect("set above"))
         };
-        let key_of = |i: usize| -> &[u8] {
-            match &rows {
-                Some(r) => r.row(i).data(),
-                None => &[],
-            }
+        let same = |i: usize, j: usize| -> Result<bool> {
+            Ok(match &comparators {
+                Some(cmps) => cmps.iter().all(|cmp| cmp(i, j).is_eq()),
+                None => row_key(rows()?, i) == row_key(rows()?, j),
+            })
         };
         let mut start = 0;
         while start < n {
@@ -398,39 +411,49 @@ impl Dedup {
                     // compare directly instead of hashing.
                     Keep::Last if end - start <= SMALL_GROUP => {
                         for i in group.clone() {
-                            let winner = group
-                                .clone()
-                                .rev()
-                                .find(|&j| k.is_new[j] && key_of(j) == key_of(i));
+                            let mut winner = None;
+                            for j in group.clone().rev() {
+                                if k.is_new[j] && same(j, i)? {
+                                    winner = Some(j);
+                                    break;
+                                }
+                            }
                             keep[i] = winner.is_none_or(|w| w == i);
                         }
                     }
                     Keep::First if end - start <= SMALL_GROUP => {
                         for i in group.clone().filter(|&i| k.is_new[i]) {
-                            keep[i] = !(start..i).any(|j| key_of(j) == key_of(i));
+                            for j in start..i {
+                                if same(j, i)? {
+                                    keep[i] = false;
+                                    break;
+                                }
+                            }
                         }
                     }
                     Keep::Last => {
                         // Last occurrence of each key among new rows wins.
+                        let rows = rows()?;
                         let mut last_new: HashMap<&[u8], usize> = HashMap::new();
                         for i in group.clone().filter(|&i| k.is_new[i]) {
-                            last_new.insert(key_of(i), i);
+                            last_new.insert(row_key(rows, i), i);
                         }
                         for i in group {
-                            if let Some(&winner) = last_new.get(key_of(i)) {
+                            if let Some(&winner) = last_new.get(&row_key(rows, i)) {
                                 keep[i] = winner == i;
                             }
                         }
                     }
                     Keep::First => {
+                        let rows = rows()?;
                         let mut seen: HashSet<&[u8]> = HashSet::new();
                         for i in group {
                             // Stored rows come first in a group: they are all seen
                             // before any new row is considered.
                             if k.is_new[i] {
-                                keep[i] = seen.insert(key_of(i));
+                                keep[i] = seen.insert(row_key(rows, i));
                             } else {
-                                seen.insert(key_of(i));
+                                seen.insert(row_key(rows, i));
                             }
                         }
                     }
@@ -442,6 +465,14 @@ impl Dedup {
             return Ok(k.clone());
         }
         k.filter(&keep)
+    }
+}
+
+/// The row encoding of the key columns of row `i` (empty without key columns).
+fn row_key(rows: &Option<Rows>, i: usize) -> &[u8] {
+    match rows {
+        Some(r) => r.row(i).data(),
+        None => &[],
     }
 }
 

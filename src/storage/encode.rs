@@ -137,3 +137,65 @@ fn encode_columns(
         mine.and(theirs)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use bytes::Bytes;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn batch(schema: &SchemaRef, from: i64, rows: i64) -> RecordBatch {
+        let ids: Vec<i64> = (from..from + rows).collect();
+        RecordBatch::try_new(
+            Arc::clone(schema),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(Float64Array::from_iter(ids.iter().map(|&i| i as f64 / 3.0))),
+                Arc::new(StringArray::from_iter(
+                    ids.iter()
+                        .map(|&i| (i % 7 != 0).then(|| format!("s{}", i % 5))),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn parallel_encoding_writes_what_it_was_given_in_row_groups_of_the_target() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("x", DataType::Float64, false),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(12_000))
+            .build();
+        let mut w = ParallelWriter::try_new(Arc::clone(&schema), props).unwrap();
+        let input = [batch(&schema, 0, 10_000), batch(&schema, 10_000, 10_000)];
+        for b in &input {
+            w.write(b).unwrap();
+        }
+        w.flush().unwrap(); // an early row group end, as at a period boundary
+        let tail = batch(&schema, 20_000, 100); // small: encoded on one thread
+        w.write(&tail).unwrap();
+        let bytes = Bytes::from(w.into_inner().unwrap());
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        let sizes: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows())
+            .collect();
+        assert_eq!(sizes, [12_000, 8_000, 100]);
+        assert_eq!(reader.schema().as_ref(), schema.as_ref());
+        let read: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+        let expected =
+            arrow::compute::concat_batches(&schema, &[input[0].clone(), input[1].clone(), tail])
+                .unwrap();
+        let got = arrow::compute::concat_batches(&schema, &read).unwrap();
+        assert_eq!(got, expected);
+    }
+}

@@ -316,6 +316,13 @@ impl Engine {
     /// Create the collection unless it exists (first write into it).
     async fn ensure_collection(&self, c: &CollectionName) -> Result<()> {
         let marker = self.layout().collection_marker(c);
+        // A look first: a conditional put writes (and syncs) the marker before it finds
+        // out that it exists, on every write.
+        match self.store().head(&marker).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         let body = serde_json::json!({ "created_at": self.now() });
         put_json_if_absent(self.store().as_ref(), &marker, &body).await?;
         Ok(())

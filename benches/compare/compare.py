@@ -333,7 +333,7 @@ def main():
     p.add_argument("--systems", default="flightstore,pyarrow-memory,pyarrow-parquet,arcticdb,duckdb,polars")
     p.add_argument("--out", default="benches/compare/results")
     args = p.parse_args()
-    reps = {"write": 3, "append": 50, "read": 5, "range": 20, "upsert": 5}
+    reps = {"write": 3, "append": 50, "read": 5, "range": 20, "upsert": 11}
     wanted = args.systems.split(",")
     data = tempfile.mkdtemp(prefix="flightstore-compare-", dir=os.environ.get("BENCH_DIR"))
     makers = {

@@ -321,7 +321,7 @@ impl Engine {
                 })
                 .try_flatten()
                 .boxed();
-            let mut sink = FileSink::new(target.clone(), guard);
+            let mut sink = FileSink::new(target.clone(), guard).serial();
             while let Some(batch) = batches.try_next().await? {
                 sink.push(&sort_batch(batch, &settings.ordered_on, false)?)
                     .await?;

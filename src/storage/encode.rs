@@ -2,9 +2,11 @@
 //!
 //! [`ArrowWriter`] encodes the columns of a row group one after the other; a time-series
 //! batch has a handful of columns of similar cost (the delta-encoded timestamps and ids,
-//! the floats), so two threads halve the encode time of an append or an upsert. The file
-//! is the same as `ArrowWriter` makes: it sets up the file writer and the Arrow schema
-//! metadata, and row groups are cut at the same row target.
+//! the floats), so a second thread cuts the encode time of an append or an upsert (an
+//! in-process append of 100k rows took ~15% less). Upload staging and compaction, which
+//! run beside other work, encode on one thread. The file is the same as `ArrowWriter`
+//! makes: it sets up the file writer and the Arrow schema metadata, and row groups are
+//! cut at the same row target.
 
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +35,8 @@ pub(crate) struct ParallelWriter {
     columns: Vec<ArrowColumnWriter>,
     rows_in_group: usize,
     max_row_group_rows: usize,
+    /// Encode on two threads (off where other encoders already share the cores).
+    parallel: bool,
 }
 
 impl std::fmt::Debug for ParallelWriter {
@@ -44,7 +48,11 @@ impl std::fmt::Debug for ParallelWriter {
 }
 
 impl ParallelWriter {
-    pub(crate) fn try_new(schema: SchemaRef, props: WriterProperties) -> Result<Self> {
+    pub(crate) fn try_new(
+        schema: SchemaRef,
+        props: WriterProperties,
+        parallel: bool,
+    ) -> Result<Self> {
         let max_row_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
         let writer = ArrowWriter::try_new(
             Vec::with_capacity(1 << 20),
@@ -59,6 +67,7 @@ impl ParallelWriter {
             columns: Vec::new(),
             rows_in_group: 0,
             max_row_group_rows,
+            parallel,
         })
     }
 
@@ -72,7 +81,8 @@ impl ParallelWriter {
             }
             let take =
                 (self.max_row_group_rows - self.rows_in_group).min(batch.num_rows() - offset);
-            encode_columns(&mut self.columns, &self.schema, &batch.slice(offset, take))?;
+            let segment = batch.slice(offset, take);
+            encode_columns(&mut self.columns, &self.schema, &segment, self.parallel)?;
             self.rows_in_group += take;
             offset += take;
             if self.rows_in_group >= self.max_row_group_rows {
@@ -109,12 +119,13 @@ fn encode_columns(
     writers: &mut [ArrowColumnWriter],
     schema: &SchemaRef,
     batch: &RecordBatch,
+    parallel: bool,
 ) -> Result<()> {
     let mut leaves: Vec<ArrowLeafColumn> = Vec::with_capacity(writers.len());
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         leaves.extend(compute_leaves(field, column)?);
     }
-    if batch.num_rows() < PARALLEL_MIN_ROWS || writers.len() < 2 {
+    if !parallel || batch.num_rows() < PARALLEL_MIN_ROWS || writers.len() < 2 {
         for (w, leaf) in writers.iter_mut().zip(&leaves) {
             w.write(leaf)?;
         }
@@ -172,7 +183,7 @@ mod tests {
         let props = WriterProperties::builder()
             .set_max_row_group_row_count(Some(12_000))
             .build();
-        let mut w = ParallelWriter::try_new(Arc::clone(&schema), props).unwrap();
+        let mut w = ParallelWriter::try_new(Arc::clone(&schema), props, true).unwrap();
         let input = [batch(&schema, 0, 10_000), batch(&schema, 10_000, 10_000)];
         for b in &input {
             w.write(b).unwrap();

@@ -301,6 +301,8 @@ pub(crate) struct FileSink<'a> {
     props: WriterProperties,
     guard: &'a mut InFlightGuard,
     current: Option<OpenFile>,
+    /// Encode each batch's columns on two threads (see [`ParallelWriter`]).
+    parallel: bool,
     /// Uploads of closed files, in key order; at most one runs while a file is encoded.
     uploads: Vec<tokio::task::JoinHandle<Result<FileEntry>>>,
     written: Vec<FileEntry>,
@@ -323,9 +325,17 @@ impl<'a> FileSink<'a> {
             props,
             guard,
             current: None,
+            parallel: true,
             uploads: Vec::new(),
             written: Vec::new(),
         }
+    }
+
+    /// Encode on one thread: for sinks that run beside others (upload staging) or in the
+    /// background (compaction), where a second thread would only compete for the cores.
+    pub(crate) fn serial(mut self) -> Self {
+        self.parallel = false;
+        self
     }
 
     /// Append sorted rows (keys not smaller than anything pushed before).
@@ -378,7 +388,11 @@ impl<'a> FileSink<'a> {
 
     fn open(&mut self) -> Result<OpenFile> {
         let name = format!("{}.parquet", uuid::Uuid::new_v4().simple());
-        let writer = ParallelWriter::try_new(Arc::clone(&self.target.schema), self.props.clone())?;
+        let writer = ParallelWriter::try_new(
+            Arc::clone(&self.target.schema),
+            self.props.clone(),
+            self.parallel,
+        )?;
         Ok(OpenFile {
             name,
             encoder: Some(Encoder::Idle(Box::new(writer))),

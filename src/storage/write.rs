@@ -195,7 +195,8 @@ async fn stage_chunk(
     guard: &mut InFlightGuard,
 ) -> Result<Vec<FileEntry>> {
     let keyed = sort_chunk(batches, schema, ordered_on, key).await?;
-    let mut sink = FileSink::new(target, guard);
+    // Staging tasks run side by side: each encodes on one thread.
+    let mut sink = FileSink::new(target, guard).serial();
     for k in &keyed {
         sink.push(k).await?;
     }

@@ -563,19 +563,17 @@ pub(crate) async fn split_row_groups(
     }
     let converter =
         StatisticsConverter::try_new(ordered_on, metadata.schema(), metadata.parquet_schema())?;
-    let row_groups_meta = &metadata.metadata().row_groups()[groups.clone()];
-    let mins = stat_keys(&converter.row_group_mins(row_groups_meta.iter())?);
-    let maxes = stat_keys(&converter.row_group_maxes(row_groups_meta.iter())?);
+    let keys = row_group_keys(&converter, metadata.metadata(), groups.clone())?;
     let mut out = Vec::with_capacity(groups.len());
-    for (k, g) in groups.enumerate() {
-        let (Some(min), Some(max)) = (mins[k], maxes[k]) else {
+    for (g, key_range) in groups.zip(keys) {
+        let Some((min, max)) = key_range else {
             return Ok((vec![file.clone()], count));
         };
         out.push(FileEntry {
             name: file.name.clone(),
             min,
             max,
-            rows: row_groups_meta[k].num_rows() as u64,
+            rows: metadata.metadata().row_group(g).num_rows() as u64,
             bytes: file.bytes,
             row_groups: Some([g, g + 1]),
         });
@@ -682,6 +680,23 @@ pub(crate) async fn scan(
         .boxed())
 }
 
+/// The smallest and largest key of each row group of `groups`, where the statistics have
+/// both.
+fn row_group_keys(
+    converter: &StatisticsConverter<'_>,
+    metadata: &ParquetMetaData,
+    groups: Range<usize>,
+) -> Result<Vec<Option<(i64, i64)>>> {
+    let row_groups = &metadata.row_groups()[groups];
+    let mins = stat_keys(&converter.row_group_mins(row_groups.iter())?);
+    let maxes = stat_keys(&converter.row_group_maxes(row_groups.iter())?);
+    Ok(mins
+        .into_iter()
+        .zip(maxes)
+        .map(|(lo, hi)| lo.zip(hi))
+        .collect())
+}
+
 /// Row groups (by statistics) and a page selection (by the column index) that may hold
 /// keys of `range`. Everything is kept where statistics are missing.
 fn prune<T>(
@@ -695,13 +710,11 @@ fn prune<T>(
     let converter =
         StatisticsConverter::try_new(ordered_on, file_schema, builder.parquet_schema())?;
     let row_groups_meta = metadata.row_groups();
-    let mins = stat_keys(&converter.row_group_mins(row_groups_meta.iter())?);
-    let maxes = stat_keys(&converter.row_group_maxes(row_groups_meta.iter())?);
+    let keys = row_group_keys(&converter, metadata, candidates.clone())?;
     let row_groups: Vec<usize> = candidates
-        .filter(|&i| match (mins[i], maxes[i]) {
-            (Some(lo), Some(hi)) => range.overlaps(lo, hi),
-            _ => true,
-        })
+        .zip(keys)
+        .filter(|(_, key_range)| key_range.is_none_or(|(lo, hi)| range.overlaps(lo, hi)))
+        .map(|(i, _)| i)
         .collect();
     let (Some(column_index), Some(offset_index)) =
         (metadata.column_index(), metadata.offset_index())

@@ -161,34 +161,35 @@ impl Engine {
         // what CPU the requests leave (on 2 cores it otherwise slows every append while
         // it runs).
         let engine = self.clone();
-        let done = {
-            let engine = engine.clone();
-            let key = key.clone();
-            move || {
-                engine
-                    .inner
-                    .compacting
-                    .lock()
-                    .expect("compacting set poisoned")
-                    .remove(&key);
-            }
-        };
         let spawned = std::thread::Builder::new()
             .name("flightstore-compact".into())
-            .spawn(move || {
-                lower_thread_priority();
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(engine.auto_compact(&key.0, &key.1)),
-                    Err(e) => warn!(cause = %e, "no runtime for a background compaction"),
+            .spawn({
+                let key = key.clone();
+                move || {
+                    lower_thread_priority();
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(engine.auto_compact(&key.0, &key.1)),
+                        Err(e) => warn!(cause = %e, "no runtime for a background compaction"),
+                    }
+                    engine.compaction_done(&key);
                 }
-                done();
             });
         if let Err(e) = spawned {
             warn!(cause = %e, "no thread for a background compaction");
+            self.compaction_done(&key);
         }
+    }
+
+    /// The background compaction of an item ended: the next write may start one.
+    fn compaction_done(&self, key: &(CollectionName, ItemName)) {
+        self.inner
+            .compacting
+            .lock()
+            .expect("compacting set poisoned")
+            .remove(key);
     }
 
     async fn auto_compact(&self, c: &CollectionName, i: &ItemName) {

@@ -636,7 +636,6 @@ pub(crate) async fn scan(
     let covers = range.covers(file.min, file.max);
     let metadata = load_metadata(&mut reader, meta).await?;
     let groups = entry_row_groups(file, &metadata);
-    let whole = file.row_groups.is_none();
     let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata);
     let file_schema = Arc::clone(builder.schema());
     let roots: Vec<usize> = target
@@ -657,7 +656,7 @@ pub(crate) async fn scan(
         if let Some(selection) = selection {
             builder = builder.with_row_selection(selection);
         }
-    } else if !whole {
+    } else if file.row_groups.is_some() {
         builder = builder.with_row_groups(groups.collect());
     }
     let stream = builder.build()?;

@@ -377,14 +377,14 @@ impl Dedup {
             .map(|c| Arc::clone(k.batch.column_by_name(c).expect("key column exists")))
             .collect();
         // Small groups compare rows pairwise; large ones hash their row encoding, made
-        // only when one occurs.
+        // only when one occurs (or up front for key types without a comparator).
         let comparators = cols
             .iter()
             .map(|c| make_comparator(c.as_ref(), c.as_ref(), SortOptions::default()))
             .collect::<std::result::Result<Vec<_>, _>>()
             .ok();
         let rows = std::cell::OnceCell::new();
-        let rows = || -> Result<&Option<Rows>> {
+        let encoded = || -> Result<&Option<Rows>> {
             if rows.get().is_none() {
                 let encoded = match &self.converter {
                     Some(conv) => Some(conv.convert_columns(&cols)?),
@@ -394,11 +394,15 @@ impl Dedup {
             }
             Ok(rows.get().expect("set above"))
         };
-        let same = |i: usize, j: usize| -> Result<bool> {
-            Ok(match &comparators {
-                Some(cmps) => cmps.iter().all(|cmp| cmp(i, j).is_eq()),
-                None => row_key(rows()?, i) == row_key(rows()?, j),
-            })
+        if comparators.is_none() {
+            encoded()?;
+        }
+        let same = |i: usize, j: usize| match &comparators {
+            Some(cmps) => cmps.iter().all(|cmp| cmp(i, j).is_eq()),
+            None => {
+                let r = rows.get().expect("encoded above");
+                row_key(r, i) == row_key(r, j)
+            }
         };
         let mut start = 0;
         while start < n {
@@ -411,29 +415,18 @@ impl Dedup {
                     // compare directly instead of hashing.
                     Keep::Last if end - start <= SMALL_GROUP => {
                         for i in group.clone() {
-                            let mut winner = None;
-                            for j in group.clone().rev() {
-                                if k.is_new[j] && same(j, i)? {
-                                    winner = Some(j);
-                                    break;
-                                }
-                            }
+                            let winner = group.clone().rev().find(|&j| k.is_new[j] && same(j, i));
                             keep[i] = winner.is_none_or(|w| w == i);
                         }
                     }
                     Keep::First if end - start <= SMALL_GROUP => {
                         for i in group.clone().filter(|&i| k.is_new[i]) {
-                            for j in start..i {
-                                if same(j, i)? {
-                                    keep[i] = false;
-                                    break;
-                                }
-                            }
+                            keep[i] = !(start..i).any(|j| same(j, i));
                         }
                     }
                     Keep::Last => {
                         // Last occurrence of each key among new rows wins.
-                        let rows = rows()?;
+                        let rows = encoded()?;
                         let mut last_new: HashMap<&[u8], usize> = HashMap::new();
                         for i in group.clone().filter(|&i| k.is_new[i]) {
                             last_new.insert(row_key(rows, i), i);
@@ -445,7 +438,7 @@ impl Dedup {
                         }
                     }
                     Keep::First => {
-                        let rows = rows()?;
+                        let rows = encoded()?;
                         let mut seen: HashSet<&[u8]> = HashSet::new();
                         for i in group {
                             // Stored rows come first in a group: they are all seen

@@ -14,10 +14,35 @@
 //!   object_store (local folder, memory, S3-compatible)
 //! ```
 //!
+//! # The write path
+//! ```text
+//! DoPut ─► flight/do_put: descriptor ─► request::write_options
+//!   ─► storage Engine::write (on the CPU runtime)
+//!        write/prepare  settings, schema evolution, key and range of the write
+//!        write/stage    chunks under the memory budget ─► merge/sort ─► parquet/sink:
+//!                       run files, invisible until the commit
+//!        write/plan     runs ∪ the stored row groups they touch ─► merge/kway
+//!                       ─► merge/dedup ─► parquet/sink
+//!        manifest/commit  put-if-absent _manifest/<v+1>.json, the one retry loop
+//!        compact/compactor  small files merged later, on one background thread
+//!   ◄─ PutResult {"version", "rows_received", "rows_written"}
+//! ```
+//!
+//! # The read path
+//! ```text
+//! GetFlightInfo ─► flight/read ─► storage Engine::plan_read ─► ReadPlan (version,
+//!                  schema, estimates, splits) ─► one ticket per split (request::ticket)
+//! DoGet ticket  ─► Engine::plan_read ─► Engine::execute
+//!                  read/scan: files decode ahead on the CPU runtime (parquet/scan prunes
+//!                  row groups and pages) ─► filter, n_prev, limit/last, projection
+//!                  ─► FlightDataEncoder ─► the client
+//! ```
+//!
 //! # Layout
 //! - [`storage`]: the engine; no dependency on anything above it.
 //! - [`sql`]: DataFusion glue (row filters).
-//! - [`flight`]: the Flight surface; wire messages in `proto/` (crate `flightstore-client`).
+//! - [`flight`]: the Flight surface and the one error-to-status map; the wire codec is the
+//!   crate `flightstore-client` (`client/`), shared with clients.
 //! - [`server`]: binding, transport tuning and shutdown; `src/main.rs` is the CLI.
 #![warn(missing_docs)]
 

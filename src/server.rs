@@ -76,6 +76,7 @@ impl Bound {
         let addr = self.local_addr();
         info!(%addr, data = %self.config.data, "flightstore listening");
         let limit = self.config.max_message_bytes;
+        let engine = self.engine.clone();
         let service = FlightServiceServer::new(
             FlightStore::new(self.engine).with_endpoint_rows(self.config.endpoint_rows),
         )
@@ -84,13 +85,16 @@ impl Bound {
         // Small Flight messages must not wait for Nagle; large windows keep bulk
         // transfers from stalling on flow control (see PERF-NOTES.md).
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        Server::builder()
+        let served = Server::builder()
             .initial_stream_window_size(16 << 20)
             .initial_connection_window_size(32 << 20)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown)
-            .await?;
+            .await;
+        // In-flight calls have finished: stop the background compactor too.
+        engine.shutdown().await;
+        served?;
         info!("flightstore stopped");
         Ok(())
     }

@@ -3,10 +3,9 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tonic::Status;
 
-use super::status::{invalid, to_status};
-use super::wire::{self, collection, decode, item, object, required_time};
+use super::error::{Error, Result};
+use super::request::{collection, decode, item, object, required_time};
 use crate::storage::{At, Engine, Period, SnapshotName};
 use flightstore_client::proto;
 
@@ -101,7 +100,7 @@ fn to_json(value: impl Serialize) -> Value {
 }
 
 /// Run one action; the result's JSON body.
-pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Value, Status> {
+pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Value> {
     // An empty body is the empty JSON object.
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -109,7 +108,6 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
         body
     };
     let what = format!("{action} body");
-    let e = to_status;
     Ok(match action {
         "health" => {
             let _: proto::Empty = decode(&what, body)?;
@@ -117,21 +115,21 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
         }
         "list_collections" => {
             let _: proto::Empty = decode(&what, body)?;
-            to_json(engine.list_collections().await.map_err(e)?)
+            to_json(engine.list_collections().await?)
         }
         "create_collection" | "delete_collection" | "list_snapshots" => {
             let r: proto::CollectionRequest = decode(&what, body)?;
             let c = collection(&r.collection)?;
             match action {
                 "create_collection" => {
-                    engine.create_collection(&c).await.map_err(e)?;
+                    engine.create_collection(&c).await?;
                     json!({})
                 }
                 "delete_collection" => {
-                    engine.delete_collection(&c).await.map_err(e)?;
+                    engine.delete_collection(&c).await?;
                     json!({})
                 }
-                _ => to_json(engine.list_snapshots(&c).await.map_err(e)?),
+                _ => to_json(engine.list_snapshots(&c).await?),
             }
         }
         "list_items" => {
@@ -147,8 +145,7 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
                     r.prefix.as_deref(),
                     metadata.as_ref(),
                 )
-                .await
-                .map_err(e)?;
+                .await?;
             to_json(items)
         }
         "item_info" | "delete_item" | "get_metadata" | "list_versions" | "compact" => {
@@ -156,7 +153,7 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
             let (c, i) = (collection(&r.collection)?, item(&r.item)?);
             match action {
                 "item_info" => {
-                    let info = engine.item_info(&c, &i, &At::Latest).await.map_err(e)?;
+                    let info = engine.item_info(&c, &i, &At::Latest).await?;
                     let schema: Vec<Value> = info
                         .schema
                         .fields()
@@ -168,12 +165,12 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
                     out
                 }
                 "delete_item" => {
-                    engine.delete_item(&c, &i).await.map_err(e)?;
+                    engine.delete_item(&c, &i).await?;
                     json!({})
                 }
-                "get_metadata" => Value::Object(engine.get_metadata(&c, &i).await.map_err(e)?),
-                "list_versions" => to_json(engine.list_versions(&c, &i).await.map_err(e)?),
-                _ => to_json(engine.compact(&c, &i).await.map_err(e)?),
+                "get_metadata" => Value::Object(engine.get_metadata(&c, &i).await?),
+                "list_versions" => to_json(engine.list_versions(&c, &i).await?),
+                _ => to_json(engine.compact(&c, &i).await?),
             }
         }
         "delete_range" => {
@@ -181,23 +178,23 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
             let (c, i) = (collection(&r.collection)?, item(&r.item)?);
             let start = required_time(r.start.as_ref(), "start")?;
             let end = required_time(r.end.as_ref(), "end")?;
-            let receipt = engine.delete_range(&c, &i, start, end).await.map_err(e)?;
+            let receipt = engine.delete_range(&c, &i, start, end).await?;
             json!({"version": receipt.version, "rows_deleted": receipt.rows_deleted})
         }
         "update_metadata" => {
             let r: proto::UpdateMetadataRequest = decode(&what, body)?;
             let (c, i) = (collection(&r.collection)?, item(&r.item)?);
             let patch = object(&r.metadata, "metadata")?;
-            Value::Object(engine.update_metadata(&c, &i, &patch).await.map_err(e)?)
+            Value::Object(engine.update_metadata(&c, &i, &patch).await?)
         }
         "create_snapshot" | "delete_snapshot" => {
             let r: proto::SnapshotRequest = decode(&what, body)?;
             let c = collection(&r.collection)?;
-            let s = SnapshotName::new(&r.snapshot).map_err(e)?;
+            let s = SnapshotName::new(&r.snapshot)?;
             if action == "create_snapshot" {
-                to_json(engine.create_snapshot(&c, &s).await.map_err(e)?)
+                to_json(engine.create_snapshot(&c, &s).await?)
             } else {
-                engine.delete_snapshot(&c, &s).await.map_err(e)?;
+                engine.delete_snapshot(&c, &s).await?;
                 json!({})
             }
         }
@@ -206,34 +203,36 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
             let c = r.collection.as_deref().map(collection).transpose()?;
             let i = r.item.as_deref().map(item).transpose()?;
             if i.is_some() && c.is_none() {
-                return Err(invalid("vacuum: an item needs its collection"));
+                return Err(Error::BadSetting {
+                    field: "item",
+                    message: "vacuum of an item needs its collection".into(),
+                });
             }
-            to_json(engine.vacuum(c.as_ref(), i.as_ref()).await.map_err(e)?)
+            to_json(engine.vacuum(c.as_ref(), i.as_ref()).await?)
         }
         "missing_intervals" => {
             let r: proto::MissingIntervalsRequest = decode(&what, body)?;
             let (c, i) = (collection(&r.collection)?, item(&r.item)?);
             let start = required_time(r.start.as_ref(), "start")?;
             let end = required_time(r.end.as_ref(), "end")?;
-            let freq = Period::parse(&r.freq).map_err(e)?;
+            let freq = Period::parse(&r.freq)?;
             let gaps = engine
                 .missing_intervals(&c, &i, start, end, freq, At::Latest)
-                .await
-                .map_err(e)?;
+                .await?;
             to_json(gaps.into_iter().map(|(s, e)| [s, e]).collect::<Vec<_>>())
         }
         "changes_since" => {
             let r: proto::ChangesSinceRequest = decode(&what, body)?;
             let c = collection(&r.collection)?;
-            let since = wire::required_time(r.since.as_ref(), "since")?;
-            to_json(engine.changes_since(&c, since).await.map_err(e)?)
+            let since = required_time(r.since.as_ref(), "since")?;
+            to_json(engine.changes_since(&c, since).await?)
         }
         other => {
             let known: Vec<&str> = ACTIONS.iter().map(|a| a.0).collect();
-            return Err(invalid(format!(
-                "unknown action {other:?}; actions: {}",
-                known.join(", ")
-            )));
+            return Err(Error::UnknownAction {
+                action: other.to_string(),
+                known: known.join(", "),
+            });
         }
     })
 }

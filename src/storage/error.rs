@@ -115,12 +115,20 @@ pub enum Error {
         attempts: u32,
     },
 
-    /// The upload stream failed (decode error, client went away): nothing was committed.
-    #[error("upload failed: {source}")]
+    /// The upload stream failed (undecodable data, client went away): nothing was
+    /// committed. The Flight layer keeps the transport's own status beside it.
+    #[error("upload failed: {message}")]
     Upload {
-        /// The cause reported by the transport.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// What the transport or decoder reported.
+        message: String,
+    },
+
+    /// The server is at a limit (the upload memory budget) and the request waited for it
+    /// longer than allowed; nothing was changed.
+    #[error("server busy: {message}; retry later")]
+    Busy {
+        /// Which limit and how long the request waited.
+        message: String,
     },
 
     /// A stored file could not be read back as expected (corrupt manifest, missing file).
@@ -144,9 +152,24 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
 
-    /// A background task panicked or was cancelled.
-    #[error("task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    /// An engine task panicked or was cancelled (details in the server log).
+    #[error("{task} task failed: {message}")]
+    TaskFailed {
+        /// Which task.
+        task: &'static str,
+        /// The panic message.
+        message: String,
+    },
+
+    /// A local I/O call failed outside the object store (starting threads, runtimes).
+    #[error("cannot start {what}: {source}")]
+    Io {
+        /// What was being set up.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

@@ -4,10 +4,9 @@
 use futures::TryStreamExt;
 
 use super::error::{Error, Result};
-use super::files::KeyRange;
+use super::key::{order_keys, KeyRange, Period};
 use super::names::{CollectionName, ItemName};
 use super::read::{At, ReadOptions};
-use super::time::{order_keys, Period};
 use super::Engine;
 
 impl Engine {
@@ -26,26 +25,34 @@ impl Engine {
         if start >= end {
             return Err(Error::invalid("missing_intervals needs start < end"));
         }
-        let manifest = self.manifest_at(c, i, &at).await?;
-        let ordered_on = manifest.live_settings().ordered_on.clone();
+        let plan = self
+            .plan_read(
+                c,
+                i,
+                ReadOptions {
+                    range: KeyRange::new(Some(start), Some(end)),
+                    at,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let ordered_on = plan.ordered_on().to_string();
+        let plan = self
+            .plan_read(
+                c,
+                i,
+                ReadOptions {
+                    columns: Some(vec![ordered_on.clone()]),
+                    ..plan.options().clone()
+                },
+            )
+            .await?;
         let slot_start = |k: i64| -> Result<i64> {
             freq.add(start, k)
                 .map(|t| t.min(end))
                 .ok_or_else(|| Error::invalid("the grid overflows the time range"))
         };
-        let mut stream = self
-            .read_manifest(
-                c,
-                i,
-                manifest,
-                ReadOptions {
-                    range: KeyRange::new(Some(start), Some(end)),
-                    columns: Some(vec![ordered_on.clone()]),
-                    ..Default::default()
-                },
-            )
-            .await?
-            .stream;
+        let mut stream = self.execute(&plan, &plan.whole()).await?.stream;
         let mut gaps: Vec<(i64, i64)> = Vec::new();
         let mut expected = 0i64; // the first slot not yet known to hold a row
         while let Some(batch) = stream.try_next().await? {

@@ -18,7 +18,7 @@ use object_store::path::Path;
 use super::error::{Error, Result};
 
 /// Longest accepted segment, in bytes (a common filesystem limit).
-pub const MAX_SEGMENT_BYTES: usize = 200;
+pub(crate) const MAX_SEGMENT_BYTES: usize = 200;
 
 /// Characters that are never part of a name segment.
 const FORBIDDEN: &[char] = &[
@@ -85,22 +85,6 @@ impl ItemName {
             check_segment(&name, segment)?;
         }
         Ok(Self(name))
-    }
-
-    /// Build an item name from path-descriptor segments.
-    pub fn from_segments<S: AsRef<str>>(segments: &[S]) -> Result<Self> {
-        if segments.is_empty() {
-            return Err(Error::InvalidName {
-                name: String::new(),
-                reason: "an item name needs at least one segment",
-            });
-        }
-        for s in segments {
-            // A segment holding `/` would silently add a level: reject it explicitly.
-            check_segment(s.as_ref(), s.as_ref())?;
-        }
-        let joined: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
-        Ok(Self(joined.join("/")))
     }
 
     /// The name as a string.
@@ -220,10 +204,6 @@ mod tests {
             ItemName::new("temperature-berlin/1D").unwrap().as_str(),
             "temperature-berlin/1D"
         );
-        assert_eq!(
-            ItemName::from_segments(&["a", "b"]).unwrap().as_str(),
-            "a/b"
-        );
     }
 
     #[test]
@@ -249,8 +229,6 @@ mod tests {
         for n in ["a//b", "/a", "a/", "a/../b", "a/./b", "a/_data", "a/\u{7f}"] {
             assert!(ItemName::new(n).is_err(), "{n:?} accepted");
         }
-        assert!(ItemName::from_segments(&["a/b"]).is_err());
-        assert!(ItemName::from_segments::<&str>(&[]).is_err());
     }
 
     #[test]

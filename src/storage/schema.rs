@@ -153,7 +153,7 @@ pub(crate) fn adapt(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBat
 
 /// The item schema restricted to `columns` (in the order given), or an error naming the
 /// unknown ones.
-pub fn project(schema: &SchemaRef, columns: Option<&[String]>) -> Result<SchemaRef> {
+pub(crate) fn project(schema: &SchemaRef, columns: Option<&[String]>) -> Result<SchemaRef> {
     let Some(columns) = columns else {
         return Ok(Arc::clone(schema));
     };

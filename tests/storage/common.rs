@@ -52,7 +52,8 @@ pub(crate) fn small_options() -> Options {
     Options {
         row_group_target: RowGroupTarget::Rows(7),
         file_target_rows: 20,
-        stage_bytes: 1024,
+        // Upload chunks of 1 KiB (a quarter of the memory budget).
+        stage_bytes: 4096,
         compaction_fanin: 3,
         vacuum_retention: Duration::ZERO,
         orphan_grace: Duration::ZERO,

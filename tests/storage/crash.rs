@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use flightstore::storage::{time::system_clock, Engine, WriteMode, WriteOptions};
+use flightstore::storage::{system_clock, Engine, WriteMode, WriteOptions};
 use futures::stream::{BoxStream, StreamExt};
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
@@ -126,7 +126,8 @@ async fn a_crash_at_any_io_step_leaves_the_last_version_intact() {
         Path::default(),
         small_options(),
         system_clock(),
-    );
+    )
+    .unwrap();
     // Stored data spread over several files, so an upsert in the middle rewrites some.
     let mut expected: Vec<Row> = (0..60).map(|n| (n * 10, 0, n)).collect();
     write_rows(&clean, &c, &i, WriteOptions::default(), &expected, 15)
@@ -147,7 +148,8 @@ async fn a_crash_at_any_io_step_leaves_the_last_version_intact() {
             Path::default(),
             small_options(),
             system_clock(),
-        );
+        )
+        .unwrap();
         let before = clean.latest(&c, &i).await.unwrap().unwrap().version;
         // An upsert replacing rows in the middle plus an append after the end.
         let new: Vec<Row> = vec![
@@ -292,7 +294,8 @@ async fn a_commit_whose_acknowledgement_is_lost_keeps_its_files() {
         Path::default(),
         small_options(),
         system_clock(),
-    );
+    )
+    .unwrap();
     let first: Vec<Row> = (0..30).map(|n| (n * 10, 0, n)).collect();
     write_rows(&engine, &c, &i, WriteOptions::default(), &first, 10)
         .await

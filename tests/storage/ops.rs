@@ -746,8 +746,8 @@ async fn missing_intervals_finds_the_gaps() {
     );
     // Calendar months.
     let (_, m) = names("c", "monthly");
-    let jan = flightstore::storage::time::parse_time("2024-01-15").unwrap();
-    let mar = flightstore::storage::time::parse_time("2024-03-02").unwrap();
+    let jan = flightstore_client::time::parse_time("2024-01-15").unwrap();
+    let mar = flightstore_client::time::parse_time("2024-03-02").unwrap();
     write_rows(
         &engine,
         &c,
@@ -758,15 +758,15 @@ async fn missing_intervals_finds_the_gaps() {
     )
     .await
     .unwrap();
-    let start = flightstore::storage::time::parse_time("2024-01-01").unwrap();
-    let end = flightstore::storage::time::parse_time("2024-05-01").unwrap();
+    let start = flightstore_client::time::parse_time("2024-01-01").unwrap();
+    let end = flightstore_client::time::parse_time("2024-05-01").unwrap();
     let gaps = engine
         .missing_intervals(&c, &m, start, end, Period::parse("1M").unwrap(), At::Latest)
         .await
         .unwrap();
-    let feb = flightstore::storage::time::parse_time("2024-02-01").unwrap();
-    let apr = flightstore::storage::time::parse_time("2024-04-01").unwrap();
-    let mar1 = flightstore::storage::time::parse_time("2024-03-01").unwrap();
+    let feb = flightstore_client::time::parse_time("2024-02-01").unwrap();
+    let apr = flightstore_client::time::parse_time("2024-04-01").unwrap();
+    let mar1 = flightstore_client::time::parse_time("2024-03-01").unwrap();
     assert_eq!(gaps, vec![(feb, mar1), (apr, end)]);
 }
 

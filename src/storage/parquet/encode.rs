@@ -19,7 +19,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
-use super::error::Result;
+use crate::storage::error::Result;
 
 /// Batches smaller than this are encoded on the calling thread alone (a thread costs
 /// more than it saves).

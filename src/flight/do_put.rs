@@ -1,0 +1,126 @@
+//! `DoPut`: an upload streamed into one write, acknowledged with the committed version.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_descriptor::DescriptorType;
+use arrow_flight::{FlightData, FlightDescriptor, PutResult};
+use flightstore_client::proto;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use tonic::{Status, Streaming};
+use tracing::info;
+
+use super::error::{Error, Result};
+use super::request::{self, decode};
+use super::FlightStore;
+use crate::storage;
+
+/// The transport status an upload stream failed with, kept beside the engine's error
+/// (storage knows nothing of gRPC).
+type TransportFailure = Arc<Mutex<Option<Status>>>;
+
+/// The upload of a `DoPut`: its descriptor, schema and batches.
+struct Upload {
+    descriptor: FlightDescriptor,
+    schema: SchemaRef,
+    batches: BoxStream<'static, storage::Result<RecordBatch>>,
+    failure: TransportFailure,
+}
+
+async fn open_upload(mut input: Streaming<FlightData>) -> Result<Upload> {
+    let bad = |problem: &str| Error::BadUploadStart {
+        problem: problem.to_string(),
+    };
+    let first = input
+        .message()
+        .await
+        .map_err(|s| Error::Transport(Box::new(s)))?
+        .ok_or_else(|| bad("the stream is empty (no descriptor, no schema)"))?;
+    let descriptor = first
+        .flight_descriptor
+        .clone()
+        .ok_or_else(|| bad("the first message carries no descriptor"))?;
+    let messages = stream::once(async { Ok(first) }).chain(input.map_err(FlightError::from));
+    let mut decoder = FlightDataDecoder::new(messages);
+    let schema = match decoder.next().await {
+        Some(Ok(d)) => match d.payload {
+            DecodedPayload::Schema(s) => s,
+            _ => return Err(bad("the first message must carry the schema")),
+        },
+        Some(Err(e)) => return Err(bad(&format!("bad schema message: {e}"))),
+        None => return Err(bad("no schema")),
+    };
+    let failure = TransportFailure::default();
+    let stash = Arc::clone(&failure);
+    let batches = decoder
+        .try_filter_map(|d| async move {
+            Ok(match d.payload {
+                DecodedPayload::RecordBatch(b) => Some(b),
+                _ => None,
+            })
+        })
+        .map_err(move |e| match e {
+            FlightError::Tonic(status) => {
+                let message = status.message().to_string();
+                *stash.lock().expect("upload failure poisoned") = Some(*status);
+                storage::Error::Upload { message }
+            }
+            other => storage::Error::Upload {
+                message: format!("bad upload data: {other}"),
+            },
+        })
+        .boxed();
+    Ok(Upload {
+        descriptor,
+        schema,
+        batches,
+        failure,
+    })
+}
+
+impl FlightStore {
+    /// Write an upload; the `PutResult` carries the receipt (DESIGN.md, "Wire contract").
+    pub(super) async fn put(&self, input: Streaming<FlightData>) -> Result<PutResult> {
+        let upload = open_upload(input).await?;
+        let d = &upload.descriptor;
+        let (c, i, opts) = match d.r#type() {
+            DescriptorType::Path => {
+                let (c, i) = request::path(d)?;
+                (c, i, Default::default())
+            }
+            DescriptorType::Cmd => {
+                let req: proto::WriteRequest = decode("WriteRequest", &d.cmd)?;
+                request::write_options(&req)?
+            }
+            DescriptorType::Unknown => return Err(Error::UntypedDescriptor { call: "DoPut" }),
+        };
+        let written = self
+            .engine
+            .write(&c, &i, opts, upload.schema, upload.batches)
+            .await;
+        let receipt = match written {
+            Ok(r) => r,
+            Err(storage::Error::Upload { message }) => {
+                let status = upload.failure.lock().expect("poisoned").take();
+                return Err(match status {
+                    Some(status) => Error::Transport(Box::new(status)),
+                    None => storage::Error::Upload { message }.into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        info!(collection = %c, item = %i, version = receipt.version, rows = receipt.rows_received, "put");
+        let body = proto::PutReceipt {
+            version: receipt.version,
+            rows_received: receipt.rows_received,
+            rows_written: receipt.rows_written,
+        };
+        Ok(PutResult {
+            app_metadata: flightstore_client::encode_json(&body).into(),
+        })
+    }
+}

@@ -1,0 +1,294 @@
+//! The storage engine: ordered, versioned Parquet items on any `object_store`.
+//!
+//! ```text
+//!  write(input stream)                                read(ReadOptions)
+//!        │                                                  │
+//!  write/prepare  settings, schema, key of the write   read/plan   version, schema after
+//!        │                                                  │      projection, files, splits
+//!  write/stage    chunks (memory budget) ─► merge/sort      │
+//!                 ─► parquet/sink: run files (invisible)   read/scan  files decode ahead on
+//!        │                                                  │      the CPU runtime
+//!  write/plan     runs ∪ touched row groups ─► merge/kway   parquet/scan  prune row groups
+//!                 ─► merge/dedup ─► parquet/sink            │      and pages by statistics
+//!        │                                                  │
+//!  manifest/commit  put-if-absent _manifest/<v+1>.json,    filter, n_prev, limit/last,
+//!                   the one retry loop                     projection ─► batches in order
+//!        │
+//!  compact/compactor  one background thread merges small files (compact/policy)
+//!  compact/vacuum     removes versions past retention and orphan files
+//! ```
+//!
+//! Every write is one atomic commit: data files are written first and become visible only
+//! when the manifest that lists them wins the put-if-absent race for the next version.
+//! A crash at any point leaves the last committed manifest intact; files of failed writes
+//! are removed when the write ends, or are orphans that [`Engine::vacuum`] removes.
+//!
+//! # Threads and memory
+//! CPU work (decoding, sorting, merging, encoding) runs on a runtime of its own
+//! ([`task`]), never on the one that serves connections. Upload chunks being sorted hold
+//! a share of one engine-wide memory budget ([`Options::stage_bytes`]); a writer waits
+//! for its share, never grows the heap past it.
+//!
+//! # Layout
+//! - [`backend`]: a data root (path or URL) as an `ObjectStore`, the durable local folder.
+//! - [`catalog`]: collections, items, metadata, versions, snapshots.
+//! - [`manifest`]: the version format, loading, commits.
+//! - [`write`], [`read`]: the write and read paths; [`merge`] and [`parquet`] under them.
+//! - [`compact`]: the compaction policy, the background compactor, vacuum.
+//! - [`names`] (validated names, the object layout), [`key`] (ordering keys, ranges,
+//!   periods), [`schema`] (evolution), [`gaps`] (missing intervals).
+
+mod backend;
+mod catalog;
+mod compact;
+mod error;
+mod gaps;
+mod key;
+mod manifest;
+mod merge;
+mod names;
+mod parquet;
+mod read;
+mod schema;
+mod task;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tracing::warn;
+
+pub use catalog::{merge_metadata, Change, ItemInfo, SnapshotInfo, VersionInfo};
+pub use compact::{CompactReceipt, VacuumReceipt};
+pub use error::{Error, Result};
+pub use key::{system_clock, Clock, KeyRange, Period, SystemClock};
+pub use manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution, Settings};
+pub use names::{CollectionName, ItemName, SnapshotName};
+pub use read::{At, ReadOptions, ReadPlan, ReadSplit, ReadStream, RowFilter};
+pub use write::{WriteMode, WriteOptions, WriteReceipt};
+
+use compact::Compactor;
+use names::Layout;
+use parquet::MetaCache;
+use task::CpuRuntime;
+use write::{InFlight, MemoryBudget};
+
+/// Default rows per row group.
+pub const DEFAULT_ROW_GROUP_ROWS: u64 = 128 * 1024;
+/// Default rows per file: small enough that an upsert rewrites little, large enough
+/// that a 10M-row item is 40 files.
+pub const DEFAULT_FILE_TARGET_ROWS: u64 = 256 * 1024;
+/// How often a commit is re-planned after losing a race before giving up.
+pub const DEFAULT_MAX_COMMIT_ATTEMPTS: u32 = 64;
+/// Default time an old version stays readable before vacuum may remove it.
+pub const DEFAULT_VACUUM_RETENTION: Duration = Duration::from_secs(3600);
+/// Default age below which an unreferenced file may belong to a write still in flight
+/// (in another engine instance) and is not vacuumed.
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(3600);
+/// Default memory budget of upload chunks being sorted, all uploads together.
+pub const DEFAULT_STAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Default time an upload waits for its share of the memory budget before it fails
+/// with [`Error::Busy`].
+pub const DEFAULT_STAGE_WAIT: Duration = Duration::from_secs(60);
+/// Number of neighbouring small files of one size tier that triggers compaction.
+pub const DEFAULT_COMPACTION_FANIN: usize = 8;
+
+/// Tunables of the engine.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Row group target of new items that do not set one.
+    pub row_group_target: RowGroupTarget,
+    /// Rows per file of new items that do not set it.
+    pub file_target_rows: u64,
+    /// Commit attempts before a write fails with [`Error::CommitConflict`].
+    pub max_commit_attempts: u32,
+    /// How long old versions stay readable (unless a snapshot holds them).
+    pub vacuum_retention: Duration,
+    /// Minimum age of an unreferenced file before vacuum deletes it.
+    pub orphan_grace: Duration,
+    /// Memory budget of upload chunks being sorted, all uploads together (bytes). One
+    /// upload's chunks are a quarter of it, so it sorts one chunk while the next arrives.
+    pub stage_bytes: usize,
+    /// How long an upload waits for its share of `stage_bytes`.
+    pub stage_wait: Duration,
+    /// Neighbouring small files of one size tier that trigger an inline compaction.
+    pub compaction_fanin: usize,
+    /// Merge small files automatically after each write.
+    pub auto_compact: bool,
+    /// Run that merge on the background compactor (the write is acknowledged without
+    /// waiting for it); otherwise the write waits for it. The server runs it in the
+    /// background.
+    pub compact_in_background: bool,
+    /// Worker threads of the CPU runtime (default: one per core).
+    pub cpu_threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            row_group_target: RowGroupTarget::Rows(DEFAULT_ROW_GROUP_ROWS),
+            file_target_rows: DEFAULT_FILE_TARGET_ROWS,
+            max_commit_attempts: DEFAULT_MAX_COMMIT_ATTEMPTS,
+            vacuum_retention: DEFAULT_VACUUM_RETENTION,
+            orphan_grace: DEFAULT_ORPHAN_GRACE,
+            stage_bytes: DEFAULT_STAGE_BYTES,
+            stage_wait: DEFAULT_STAGE_WAIT,
+            compaction_fanin: DEFAULT_COMPACTION_FANIN,
+            auto_compact: true,
+            compact_in_background: false,
+            cpu_threads: task::cpu_threads(),
+        }
+    }
+}
+
+type ItemKey = (CollectionName, ItemName);
+
+/// The storage engine. Cheap to clone; clones share caches, locks and runtimes.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+    options: Options,
+    clock: Arc<dyn Clock>,
+    /// Latest manifest seen per item (validated on every use, see `latest`).
+    cache: Mutex<HashMap<ItemKey, Arc<Manifest>>>,
+    /// Serializes commits to one item within this engine (other engines are handled by
+    /// the conditional put).
+    locks: Mutex<HashMap<ItemKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Files of writes not committed yet (vacuum leaves them alone).
+    in_flight: InFlight,
+    /// Footers of recently read data files.
+    meta_cache: MetaCache,
+    /// Where CPU-bound work runs.
+    cpu: CpuRuntime,
+    /// Memory of upload chunks being sorted, all uploads together.
+    budget: MemoryBudget,
+    /// The background compactor, when compaction runs in the background.
+    compactor: Option<Compactor>,
+}
+
+impl Engine {
+    /// Open the store at `location`: `memory://`, `file:///abs/path`, or a plain path
+    /// (created if missing).
+    pub fn open(location: &str, options: Options) -> Result<Self> {
+        let store = backend::open(location)?;
+        Self::with_store(store, Path::default(), options, system_clock())
+    }
+
+    /// An engine over an existing object store, rooted at `root`.
+    pub fn with_store(
+        store: Arc<dyn ObjectStore>,
+        root: Path,
+        options: Options,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let background = options.auto_compact && options.compact_in_background;
+        let cpu = CpuRuntime::try_new(options.cpu_threads)?;
+        let budget = MemoryBudget::new(options.stage_bytes, options.stage_wait);
+        let inner = Arc::new_cyclic(|weak| Inner {
+            store,
+            layout: Layout::new(root),
+            clock,
+            cache: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            in_flight: InFlight::default(),
+            meta_cache: MetaCache::default(),
+            cpu,
+            budget,
+            compactor: background.then(|| Compactor::new(Weak::clone(weak))),
+            options,
+        });
+        Ok(Self { inner })
+    }
+
+    /// The engine's options.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Stop background work (the compactor finishes the item it is merging). The
+    /// server calls this once it has stopped serving.
+    pub async fn shutdown(&self) {
+        if let Some(compactor) = &self.inner.compactor {
+            compactor.shutdown().await;
+        }
+    }
+
+    /// Most bytes upload chunks being sorted held at once, all uploads together (never
+    /// more than [`Options::stage_bytes`]).
+    pub fn stage_high_water_bytes(&self) -> usize {
+        self.inner.budget.high_water_bytes()
+    }
+
+    fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    fn meta_cache(&self) -> &MetaCache {
+        &self.inner.meta_cache
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    fn cpu(&self) -> &CpuRuntime {
+        &self.inner.cpu
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    /// Log a failure of best-effort cleanup (the files are orphans vacuum will find).
+    pub(crate) fn cleanup_failed(err: &Error) {
+        warn!(cause = %err, "cleanup of unreferenced files failed; vacuum will remove them");
+    }
+
+    /// Delete files by name from an item's data folder, best effort.
+    pub(crate) async fn delete_files(&self, c: &CollectionName, i: &ItemName, names: &[String]) {
+        let paths: Vec<Path> = names
+            .iter()
+            .map(|n| self.layout().data_file(c, i, n))
+            .collect();
+        self.delete_paths(&paths).await;
+    }
+
+    /// Delete the files of an operation that failed, except those the item's latest
+    /// version lists: a commit whose put reported an error may still have landed (say,
+    /// the folder sync failed after the link). If the latest version cannot be read,
+    /// nothing is deleted; vacuum removes orphans later.
+    pub(crate) async fn delete_failed(&self, c: &CollectionName, i: &ItemName, paths: &[Path]) {
+        let latest = match self.latest(c, i).await {
+            Ok(m) => m,
+            Err(e) => return Self::cleanup_failed(&e),
+        };
+        let listed: std::collections::HashSet<&str> = latest
+            .iter()
+            .flat_map(|m| m.files.iter().map(|f| f.name.as_str()))
+            .collect();
+        let garbage: Vec<Path> = paths
+            .iter()
+            .filter(|p| !p.filename().is_some_and(|n| listed.contains(n)))
+            .cloned()
+            .collect();
+        self.delete_paths(&garbage).await;
+    }
+
+    pub(crate) async fn delete_paths(&self, paths: &[Path]) {
+        for path in paths {
+            match self.store().delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => Self::cleanup_failed(&e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Files of writes that have not committed yet: vacuum never deletes them, and a write
+//! that ends without committing removes them at once.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use object_store::path::Path;
+
+use crate::storage::names::{CollectionName, ItemName};
+use crate::storage::Engine;
+
+/// Every path registered by a live [`InFlightGuard`] of this engine.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    paths: Mutex<HashSet<Path>>,
+}
+
+impl InFlight {
+    pub(crate) fn contains(&self, p: &Path) -> bool {
+        self.paths
+            .lock()
+            .expect("in-flight set poisoned")
+            .contains(p)
+    }
+}
+
+/// The files one write (or compaction) of an item has put down so far.
+///
+/// They stay registered as in flight until the guard is dropped. The owner settles them
+/// with [`Engine::settle`] once it knows what the item's latest version lists; a guard
+/// dropped unsettled (its task was aborted: the client went away) removes them in a
+/// task of its own, except those the latest version lists (a commit whose
+/// acknowledgement was lost keeps its data).
+#[derive(Debug)]
+pub(crate) struct InFlightGuard {
+    engine: Engine,
+    collection: CollectionName,
+    item: ItemName,
+    mine: Vec<Path>,
+}
+
+impl InFlightGuard {
+    pub(crate) fn new(engine: &Engine, c: &CollectionName, i: &ItemName) -> Self {
+        Self {
+            engine: engine.clone(),
+            collection: c.clone(),
+            item: i.clone(),
+            mine: Vec::new(),
+        }
+    }
+
+    /// The item the files belong to.
+    pub(crate) fn item(&self) -> (&CollectionName, &ItemName) {
+        (&self.collection, &self.item)
+    }
+
+    /// The files registered by this guard.
+    pub(crate) fn paths(&self) -> &[Path] {
+        &self.mine
+    }
+
+    /// Take over the files of another guard (of the same write).
+    pub(crate) fn absorb(&mut self, mut other: InFlightGuard) {
+        self.mine.append(&mut other.mine);
+    }
+
+    /// Register a file about to be written.
+    pub(crate) fn add(&mut self, p: Path) {
+        self.engine
+            .inner
+            .in_flight
+            .paths
+            .lock()
+            .expect("in-flight set poisoned")
+            .insert(p.clone());
+        self.mine.push(p);
+    }
+
+    /// Unregister every file: the caller has dealt with them.
+    pub(crate) fn release(&mut self) {
+        let mut set = self
+            .engine
+            .inner
+            .in_flight
+            .paths
+            .lock()
+            .expect("in-flight set poisoned");
+        for p in self.mine.drain(..) {
+            set.remove(&p);
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.mine.is_empty() {
+            return;
+        }
+        let paths = self.mine.clone();
+        self.release();
+        // Dropped unsettled: the write was aborted. Clean up now rather than after
+        // vacuum's grace period; with no runtime left, vacuum will.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (engine, c, i) = (
+                self.engine.clone(),
+                self.collection.clone(),
+                self.item.clone(),
+            );
+            // Fire and forget: nothing waits for a cleanup, and it must outlive the
+            // aborted task that dropped this guard.
+            drop(rt.spawn(async move { engine.delete_failed(&c, &i, &paths).await }));
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Writes: stage the upload as sorted runs, then plan and commit a new version.
+//!
+//! ```text
+//! prepare  settings, schema after evolution, key and range of the write
+//! stage    input ─► chunks (memory budget) ─► sort, dedup ─► run files (invisible)
+//! plan     runs ∪ the stored row groups they touch ─► merge ─► new files
+//! commit   put-if-absent manifest v+1 (manifest::CommitRetry); a lost race deletes
+//!          the plan's files and plans again on the new version
+//! settle   files the committed version does not list are deleted; after a failure,
+//!          everything this write put down (unless the latest version lists it)
+//! ```
+//!
+//! The whole write runs on the engine's CPU runtime: the connection runtime only waits
+//! for it. A write whose caller goes away is aborted, and its files are removed at once.
+
+mod budget;
+mod in_flight;
+mod plan;
+mod prepare;
+mod stage;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tracing::{debug, info};
+
+pub(crate) use budget::MemoryBudget;
+pub(crate) use in_flight::{InFlight, InFlightGuard};
+
+use super::catalog::merge_metadata;
+use super::error::{Error, Result};
+use super::manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution};
+use super::names::{CollectionName, ItemName};
+use super::read::At;
+use super::schema::resolve;
+use super::Engine;
+use plan::Planned;
+use prepare::Prepared;
+use stage::Run;
+
+/// How a write combines with the stored data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Add rows (merged into place if they are not after the end). The item's `dedup_on`
+    /// applies, if it has one.
+    #[default]
+    Append,
+    /// Add rows; stored rows with the same key (`dedup_on`, or the ordering column alone)
+    /// are replaced (`keep = last`) or win (`keep = first`).
+    Upsert,
+    /// Replace all rows (the schema may change too).
+    Overwrite,
+    /// Like overwrite, but fails with `AlreadyExists` if the item exists.
+    Create,
+    /// Delete `[start, end)`, then insert the rows (which must lie inside it).
+    ReplaceRange,
+    /// Delete `[start, end)` (no input).
+    DeleteRange,
+}
+
+impl WriteMode {
+    /// The name used in manifests and on the wire.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Upsert => "upsert",
+            Self::Overwrite => "overwrite",
+            Self::Create => "create",
+            Self::ReplaceRange => "replace_range",
+            Self::DeleteRange => "delete_range",
+        }
+    }
+
+    /// Parse a mode name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "append" => Self::Append,
+            "upsert" => Self::Upsert,
+            "overwrite" => Self::Overwrite,
+            "create" => Self::Create,
+            "replace_range" => Self::ReplaceRange,
+            "delete_range" => Self::DeleteRange,
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown mode {other:?}: use append, upsert, overwrite, create or replace_range"
+                )))
+            }
+        })
+    }
+
+    fn replaces_all(&self) -> bool {
+        matches!(self, Self::Overwrite | Self::Create)
+    }
+}
+
+/// Options of one write; `None` means "the item's setting" (or the default for a new item).
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// How the rows combine with stored data.
+    pub mode: WriteMode,
+    /// Ordering column (fixed at creation; default: the first timestamp column).
+    pub ordered_on: Option<String>,
+    /// Key columns for de-duplication (item setting at creation, this write's key later).
+    pub dedup_on: Option<Vec<String>>,
+    /// Which duplicate wins.
+    pub keep: Option<Keep>,
+    /// Range start (ns or integer key), for `replace_range` / `delete_range`.
+    pub start: Option<i64>,
+    /// Range end (exclusive).
+    pub end: Option<i64>,
+    /// Row group target (becomes the item's setting).
+    pub row_group_target: Option<RowGroupTarget>,
+    /// Rows per file (becomes the item's setting).
+    pub file_target_rows: Option<u64>,
+    /// Metadata patch merged into the item's metadata (`null` removes a key).
+    pub metadata: Option<Map<String, Value>>,
+    /// Schema evolution policy (becomes the item's setting).
+    pub schema_evolution: Option<SchemaEvolution>,
+}
+
+/// What a write committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WriteReceipt {
+    /// The committed version.
+    pub version: u64,
+    /// Rows received in the upload.
+    pub rows_received: u64,
+    /// Uploaded rows now stored (received minus dropped duplicates).
+    pub rows_written: u64,
+    /// Stored rows removed (by a range or replaced duplicates).
+    pub rows_deleted: u64,
+}
+
+impl Engine {
+    /// Write `input` (batches of `schema`) to an item in one commit.
+    ///
+    /// The upload is consumed as it arrives: it is sorted in chunks that share the
+    /// engine's memory budget and staged as files that stay invisible until the commit.
+    pub async fn write(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        opts: WriteOptions,
+        schema: SchemaRef,
+        input: BoxStream<'static, Result<RecordBatch>>,
+    ) -> Result<WriteReceipt> {
+        let (engine, c, i) = (self.clone(), c.clone(), i.clone());
+        self.cpu()
+            .run("write", async move {
+                engine.write_here(&c, &i, opts, schema, input).await
+            })
+            .await
+    }
+
+    /// [`Engine::write`], on the runtime of the caller.
+    pub(crate) async fn write_here(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        opts: WriteOptions,
+        schema: SchemaRef,
+        input: BoxStream<'static, Result<RecordBatch>>,
+    ) -> Result<WriteReceipt> {
+        let started = std::time::Instant::now();
+        if opts.mode == WriteMode::DeleteRange {
+            return Err(Error::invalid(
+                "delete_range takes no data: use delete_range",
+            ));
+        }
+        let current = self.live(c, i).await?;
+        if opts.mode == WriteMode::Create && current.is_some() {
+            return Err(Error::AlreadyExists {
+                what: format!("item {c}/{i}"),
+            });
+        }
+        let prepared = self.prepare(c, i, &opts, current.as_deref(), &schema)?;
+        let mut guard = InFlightGuard::new(self, c, i);
+        let mut staged_ms = 0;
+        let result = async {
+            let staged = self.stage(c, i, &prepared, input, &mut guard).await?;
+            staged_ms = started.elapsed().as_millis() as u64;
+            self.ensure_collection(c).await?;
+            let committed = self
+                .commit_plan(c, i, &opts, &prepared, staged.runs, &mut guard)
+                .await?;
+            drop(staged.held);
+            Ok::<_, Error>((committed, staged.rows_received))
+        }
+        .await;
+        self.settle(guard, result.as_ref().ok().map(|((m, ..), _)| m.as_ref()))
+            .await;
+        let ((manifest, planned, rows_deleted), rows_received) = result?;
+        info!(
+            collection = %c, item = %i, mode = opts.mode.as_str(),
+            version = manifest.version, rows_received, rows_written = planned.rows_new,
+            staged_ms, elapsed_ms = started.elapsed().as_millis() as u64, "write committed"
+        );
+        self.after_write(c, i, &manifest).await;
+        Ok(WriteReceipt {
+            version: manifest.version,
+            rows_received,
+            rows_written: planned.rows_new,
+            rows_deleted,
+        })
+    }
+
+    /// Delete the rows in `[start, end)` as one commit.
+    pub async fn delete_range(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        start: i64,
+        end: i64,
+    ) -> Result<WriteReceipt> {
+        let (engine, c, i) = (self.clone(), c.clone(), i.clone());
+        self.cpu()
+            .run("delete_range", async move {
+                let current = engine.manifest_at(&c, &i, &At::Latest).await?;
+                let opts = WriteOptions {
+                    mode: WriteMode::DeleteRange,
+                    start: Some(start),
+                    end: Some(end),
+                    ..Default::default()
+                };
+                let prepared =
+                    engine.prepare(&c, &i, &opts, Some(&current), current.live_schema())?;
+                let mut guard = InFlightGuard::new(&engine, &c, &i);
+                let result = engine
+                    .commit_plan(&c, &i, &opts, &prepared, Vec::new(), &mut guard)
+                    .await;
+                engine
+                    .settle(guard, result.as_ref().ok().map(|(m, ..)| m.as_ref()))
+                    .await;
+                let (manifest, _, rows_deleted) = result?;
+                engine.after_write(&c, &i, &manifest).await;
+                Ok(WriteReceipt {
+                    version: manifest.version,
+                    rows_received: 0,
+                    rows_written: 0,
+                    rows_deleted,
+                })
+            })
+            .await
+    }
+
+    /// Settle the files an operation put down: those `committed` lists stay, the rest
+    /// are deleted. With `None` (the operation failed), those the item's latest version
+    /// lists stay: a commit whose put reported an error may still have landed.
+    pub(crate) async fn settle(&self, mut guard: InFlightGuard, committed: Option<&Manifest>) {
+        match committed {
+            Some(m) => {
+                let garbage: Vec<Path> = guard
+                    .paths()
+                    .iter()
+                    .filter(|p| {
+                        !p.filename()
+                            .is_some_and(|n| m.files.iter().any(|f| f.name == n))
+                    })
+                    .cloned()
+                    .collect();
+                self.delete_paths(&garbage).await;
+            }
+            None => {
+                let (c, i) = guard.item();
+                self.delete_failed(c, i, guard.paths()).await;
+            }
+        }
+        guard.release();
+    }
+
+    /// Plan against the latest version and commit, re-planning after lost races.
+    async fn commit_plan(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        opts: &WriteOptions,
+        p: &Prepared,
+        runs: Vec<Run>,
+        guard: &mut InFlightGuard,
+    ) -> Result<(Arc<Manifest>, Planned, u64)> {
+        let mut retry = self.commit_retry(c, i).await;
+        loop {
+            // The next version follows the latest one, a deletion's tombstone included.
+            let latest = retry.latest().await?;
+            let current = latest.clone().filter(|m| !m.deleted);
+            if opts.mode == WriteMode::Create && current.is_some() {
+                return Err(Error::AlreadyExists {
+                    what: format!("item {c}/{i}"),
+                });
+            }
+            if opts.mode == WriteMode::DeleteRange && current.is_none() {
+                return Err(Error::ItemNotFound {
+                    collection: c.to_string(),
+                    item: i.to_string(),
+                });
+            }
+            // Another writer may have changed the item since `prepare`: re-check.
+            let (settings, schema) = match current.as_deref() {
+                Some(m) if !opts.mode.replaces_all() => {
+                    let current_settings = m.live_settings();
+                    if current_settings.ordered_on != p.settings.ordered_on {
+                        return Err(Error::FailedPrecondition {
+                            collection: c.to_string(),
+                            item: i.to_string(),
+                            message: "the ordering column changed during the write".into(),
+                        });
+                    }
+                    let schema = if m.live_schema() == &p.schema {
+                        Arc::clone(&p.schema)
+                    } else {
+                        resolve(
+                            Some(m.live_schema()),
+                            &p.schema,
+                            p.settings.schema_evolution,
+                            &p.settings.ordered_on,
+                            |message| Error::SchemaMismatch {
+                                collection: c.to_string(),
+                                item: i.to_string(),
+                                message,
+                            },
+                        )?
+                    };
+                    let mut settings = p.settings.clone();
+                    settings.dedup_on = current_settings.dedup_on.clone();
+                    settings.keep = current_settings.keep;
+                    (settings, schema)
+                }
+                _ => (p.settings.clone(), Arc::clone(&p.schema)),
+            };
+            let mut metadata = current
+                .as_ref()
+                .map(|m| m.metadata.clone())
+                .unwrap_or_default();
+            if let Some(patch) = &opts.metadata {
+                merge_metadata(&mut metadata, patch);
+            }
+            let stored: Vec<FileEntry> = match (&current, opts.mode.replaces_all()) {
+                (Some(m), false) => m.files.clone(),
+                _ => Vec::new(),
+            };
+            let rows_before = current.as_ref().map_or(0, |m| m.rows());
+            let target = self.file_target(c, i, &settings, &schema, &metadata);
+            let plan_started = std::time::Instant::now();
+            let planned = self
+                .plan(
+                    c,
+                    i,
+                    &target,
+                    &stored,
+                    &runs,
+                    p.key.as_ref(),
+                    p.range,
+                    guard,
+                )
+                .await?;
+            let next = Manifest {
+                format: 0,
+                version: 0,
+                committed_at: 0,
+                operation: opts.mode.as_str().to_string(),
+                deleted: false,
+                settings: Some(settings),
+                schema: Some(schema),
+                metadata,
+                files: planned.files.clone(),
+            };
+            let rows_after = next.rows();
+            let planned_at = std::time::Instant::now();
+            let committed = retry
+                .commit(latest.as_deref(), next, &planned.written)
+                .await?;
+            debug!(
+                collection = %c, item = %i,
+                plan_ms = (planned_at - plan_started).as_secs_f64() * 1e3,
+                commit_ms = planned_at.elapsed().as_secs_f64() * 1e3,
+                files_written = planned.written.len(), "planned and committed"
+            );
+            if let Some(m) = committed {
+                let rows_deleted = (rows_before + planned.rows_new).saturating_sub(rows_after);
+                return Ok((m, planned, rows_deleted));
+            }
+        }
+    }
+}

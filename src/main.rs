@@ -41,9 +41,14 @@ struct Serve {
     /// Reads over more rows are split into several endpoints (fetch them in parallel).
     #[arg(long, env = "FLIGHTSTORE_ENDPOINT_ROWS", default_value_t = flightstore::flight::ENDPOINT_ROWS)]
     endpoint_rows: u64,
-    /// Upload bytes sorted in memory per chunk before staging to disk, in MiB.
-    #[arg(long, env = "FLIGHTSTORE_STAGE_MB", default_value_t = 64)]
+    /// Memory budget of upload chunks being sorted, all uploads together, in MiB. An
+    /// upload waits for its share (see --stage-wait-secs).
+    #[arg(long, env = "FLIGHTSTORE_STAGE_MB", default_value_t = flightstore::storage::DEFAULT_STAGE_BYTES >> 20)]
     stage_mb: usize,
+    /// How long an upload waits for its share of --stage-mb before it fails with
+    /// RESOURCE_EXHAUSTED, in seconds.
+    #[arg(long, env = "FLIGHTSTORE_STAGE_WAIT_SECS", default_value_t = flightstore::storage::DEFAULT_STAGE_WAIT.as_secs())]
+    stage_wait_secs: u64,
     /// Rows per file of new items that do not set `file_target_rows`.
     #[arg(long, env = "FLIGHTSTORE_FILE_ROWS", default_value_t = Options::default().file_target_rows)]
     file_rows: u64,
@@ -70,7 +75,8 @@ async fn main() -> anyhow::Result<()> {
                 max_message_bytes: s.max_message_mb << 20,
                 endpoint_rows: s.endpoint_rows,
                 options: Options {
-                    stage_bytes: s.stage_mb << 20,
+                    stage_bytes: s.stage_mb.max(1) << 20,
+                    stage_wait: Duration::from_secs(s.stage_wait_secs),
                     file_target_rows: s.file_rows.max(1),
                     vacuum_retention: Duration::from_secs(s.retention_secs),
                     // Writes are acknowledged without waiting for the merge of small files.

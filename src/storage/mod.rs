@@ -171,6 +171,8 @@ struct Inner {
     cpu: CpuRuntime,
     /// Memory of upload chunks being sorted, all uploads together.
     budget: MemoryBudget,
+    /// Writes merging at once (one per CPU thread).
+    merge_slots: tokio::sync::Semaphore,
     /// The background compactor, when compaction runs in the background.
     compactor: Option<Compactor>,
 }
@@ -201,6 +203,7 @@ impl Engine {
             locks: Mutex::new(HashMap::new()),
             in_flight: InFlight::default(),
             meta_cache: MetaCache::default(),
+            merge_slots: tokio::sync::Semaphore::new(options.cpu_threads.max(1)),
             cpu,
             budget,
             compactor: background.then(|| Compactor::new(Weak::clone(weak))),

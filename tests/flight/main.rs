@@ -3,6 +3,7 @@
 mod common;
 mod concurrency;
 mod errors;
+mod failures;
 #[path = "../support/files.rs"]
 mod files;
 mod python;

@@ -6,6 +6,7 @@
 mod common;
 mod concurrency;
 mod crash;
+mod failures;
 #[path = "../support/files.rs"]
 mod files;
 mod model;

@@ -347,6 +347,14 @@ impl Engine {
             let rows_before = current.as_ref().map_or(0, |m| m.rows());
             let target = self.file_target(c, i, &settings, &schema, &metadata);
             let plan_started = std::time::Instant::now();
+            // At most one merge per CPU thread at once: a merge holds up to two encoded
+            // files, so this bounds their memory across all writers too.
+            let _slot = self
+                .inner
+                .merge_slots
+                .acquire()
+                .await
+                .expect("the merge semaphore is never closed");
             let planned = self
                 .plan(
                     c,

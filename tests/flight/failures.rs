@@ -1,0 +1,300 @@
+//! Failures a client must see as failures, and what the server's memory does under load:
+//! a read that breaks part way is `INTERNAL`, never a shorter stream; an upload whose
+//! client goes away leaves no files behind; path descriptors name one item one way;
+//! sixteen concurrent uploads stay within the upload memory budget.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{BinaryArray, Int64Array, RecordBatch, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightClient, FlightDescriptor};
+use futures::{StreamExt, TryStreamExt};
+use rand::{RngCore, SeedableRng};
+use serde_json::json;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::common::*;
+use crate::files::walk;
+
+/// The data files (`*.parquet`) under `dir`.
+fn data_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_read_that_breaks_part_way_is_internal_not_a_shorter_stream() {
+    let server = TestServer::start_with(|c| {
+        c.options.file_target_rows = 1000;
+        c.options.auto_compact = false;
+    })
+    .await;
+    let mut client = server.client().await;
+    put(&mut client, path("c", "t"), vec![ticks(0..5000, 0.0)])
+        .await
+        .unwrap();
+    let mut files = data_files(server.dir.path());
+    files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    assert!(files.len() >= 5, "{files:?}");
+    // Garble the middle of one file, keeping its size and footer: decoding it fails.
+    let victim = &files[files.len() / 2];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[8..len / 2] {
+        *b = 0xA5;
+    }
+    std::fs::write(victim, bytes).unwrap();
+
+    let mut stream = client
+        .do_get(arrow_flight::Ticket::new(
+            json!({"collection": "c", "item": "t"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let mut rows = 0;
+    let err = loop {
+        match stream.next().await {
+            Some(Ok(b)) => rows += b.num_rows(),
+            Some(Err(e)) => break e,
+            None => panic!("the read ended after {rows} of 5000 rows without an error"),
+        }
+    };
+    assert_eq!(code(&err), Code::Internal, "{err}");
+    assert!(rows < 5000);
+}
+
+#[tokio::test]
+async fn an_upload_whose_client_goes_away_leaves_no_files() {
+    let server = TestServer::start_with(|c| c.options.file_target_rows = 1000).await;
+    let mut client = server.client().await;
+    // An upload that sends 5000 rows (staged as run files) and then stalls.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    for n in 0..5 {
+        tx.send(Ok(ticks(n * 1000..(n + 1) * 1000, 0.0)))
+            .await
+            .unwrap();
+    }
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(tick_schema())
+        .with_flight_descriptor(Some(path("c", "t")))
+        .build(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let upload = tokio::spawn(async move { client.do_put(data).await.map(|_| ()) });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while data_files(server.dir.path()).is_empty() {
+        assert!(Instant::now() < deadline, "the upload staged no files");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client goes away mid-upload.
+    upload.abort();
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = data_files(server.dir.path());
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "staged files left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = server.client().await;
+    let e = action(
+        &mut client,
+        "item_info",
+        json!({"collection": "c", "item": "t"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), Code::NotFound, "nothing was committed: {e}");
+}
+
+#[tokio::test]
+async fn a_path_segment_holding_a_slash_names_the_same_item_as_split_segments() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let slashed = FlightDescriptor::new_path(vec!["c".into(), "berlin/1D".into()]);
+    let split = FlightDescriptor::new_path(vec!["c".into(), "berlin".into(), "1D".into()]);
+    put(&mut client, slashed.clone(), vec![ticks(0..10, 0.0)])
+        .await
+        .unwrap();
+    put(&mut client, split.clone(), vec![ticks(10..20, 0.0)])
+        .await
+        .unwrap();
+    for d in [slashed, split.clone()] {
+        let info = client.get_flight_info(d).await.unwrap();
+        assert_eq!(info.total_records, 20);
+    }
+    let listed: Vec<_> = client
+        .list_flights(Vec::<u8>::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].flight_descriptor.as_ref(), Some(&split));
+    for bad in [&["c", "berlin/", "1D"][..], &["c", "a/../b"], &["c/d", "a"]] {
+        let d = FlightDescriptor::new_path(bad.iter().map(|s| s.to_string()).collect());
+        let e = client.get_flight_info(d).await.unwrap_err();
+        assert_eq!(code(&e), Code::InvalidArgument, "{bad:?}");
+    }
+}
+
+/// A `flightstore serve` process on a free port, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    fn start(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flightstore"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .args(args)
+            // Count live memory, not what the allocator keeps cached for reuse.
+            .env("MIMALLOC_PURGE_DELAY", "0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut lines = stderr.lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server reports its address")
+                .unwrap();
+            if let Some(at) = line.find("addr=") {
+                break line[at + 5..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The process' peak resident memory (`VmHWM`), in MiB.
+    fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib / 1024
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rows` rows of ticks with a 1 KiB random payload each, in batches of 1000.
+fn wide(from: i64, rows: i64, rng: &mut rand::rngs::SmallRng) -> Vec<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("id", DataType::Int64, false),
+        Field::new("payload", DataType::Binary, false),
+    ]));
+    (from..from + rows)
+        .step_by(1000)
+        .map(|start| {
+            let ids: Vec<i64> = (start..start + 1000).collect();
+            let mut bytes = vec![0u8; ids.len() * 1024];
+            rng.fill_bytes(&mut bytes);
+            let payload: Vec<&[u8]> = bytes.chunks(1024).collect();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(
+                        TimestampNanosecondArray::from_iter_values(
+                            ids.iter().map(|i| T0 + i * 1_000_000),
+                        )
+                        .with_timezone("UTC"),
+                    ),
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(BinaryArray::from_iter_values(payload.iter())),
+                ],
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_uploads_stay_within_the_memory_budget() {
+    // 16 uploads of 20 MiB each (320 MiB in all), each on its own connection, against a
+    // 16 MiB budget. Without the budget the server peaked at ~540 MiB here; with it,
+    // ~320 MiB, most of it HTTP/2 flow control (up to a 16 MiB window per upload stream).
+    const UPLOADS: i64 = 16;
+    const ROWS: i64 = 20_000;
+    const BUDGET_MIB: u64 = 16;
+    const STREAM_WINDOW_MIB: u64 = 16; // the server's HTTP/2 stream window
+
+    let server = ServerProcess::start(&["--stage-mb", &BUDGET_MIB.to_string()]);
+    let idle = server.peak_rss_mib();
+    let data: Vec<Vec<RecordBatch>> = (0..UPLOADS)
+        .map(|u| {
+            wide(
+                u * ROWS,
+                ROWS,
+                &mut rand::rngs::SmallRng::seed_from_u64(u as u64),
+            )
+        })
+        .collect();
+    let mut uploads = Vec::new();
+    for (u, batches) in (0..UPLOADS).zip(data) {
+        let channel = Channel::from_shared(format!("http://{}", server.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let inner = FlightServiceClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let mut client = FlightClient::new_from_inner(inner);
+        uploads.push(tokio::spawn(async move {
+            put(&mut client, path("c", &format!("item{u}")), batches).await
+        }));
+    }
+    for u in uploads {
+        let receipt = u.await.unwrap().unwrap();
+        assert_eq!(receipt["rows_written"], ROWS);
+    }
+    let peak = server.peak_rss_mib();
+    // What the server may hold beyond its idle size: the budget, a flow-control window
+    // per upload stream, and room for merges and the encoding of staged runs.
+    let bound = BUDGET_MIB + UPLOADS as u64 * STREAM_WINDOW_MIB + 96;
+    println!(
+        "peak RSS {peak} MiB (idle {idle} MiB) for {} MiB uploaded",
+        UPLOADS * 20
+    );
+    assert!(
+        peak < idle + bound,
+        "peak RSS {peak} MiB (idle {idle} MiB) grew by more than {bound} MiB for 16 uploads of 20 MiB with a {BUDGET_MIB} MiB budget"
+    );
+}

@@ -33,10 +33,10 @@ impl<T: Send + 'static> SpawnedTask<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
-        Self {
-            what,
-            handle: on.spawn(future),
-        }
+        // The one place that spawns async tasks: the handle is owned by `Self`.
+        #[allow(clippy::disallowed_methods)]
+        let handle = on.spawn(future);
+        Self { what, handle }
     }
 
     /// Run `future` on the current runtime.

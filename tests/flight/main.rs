@@ -1,5 +1,8 @@
 //! Integration tests of the Flight service: a real server on a random port, real clients.
 
+// Tests spawn their own clients and writers freely.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 mod concurrency;
 mod errors;

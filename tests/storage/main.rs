@@ -3,6 +3,9 @@
 //!
 //! One test binary (`tests/storage/`) so the large link happens once.
 
+// Tests spawn their own clients and writers freely.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 mod concurrency;
 mod crash;

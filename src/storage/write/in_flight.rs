@@ -108,6 +108,7 @@ impl Drop for InFlightGuard {
             );
             // Fire and forget: nothing waits for a cleanup, and it must outlive the
             // aborted task that dropped this guard.
+            #[allow(clippy::disallowed_methods)]
             drop(rt.spawn(async move { engine.delete_failed(&c, &i, &paths).await }));
         }
     }

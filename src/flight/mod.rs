@@ -69,6 +69,11 @@ impl FlightStore {
     }
 }
 
+/// The status of a call Flightstore does not serve.
+fn unimplemented(call: &'static str, hint: &'static str) -> Status {
+    Error::Unimplemented { call, hint }.into()
+}
+
 /// One result as a stream.
 fn once<T: Send + 'static>(item: T) -> RpcStream<T> {
     stream::once(async move { Ok(item) }).boxed()
@@ -88,11 +93,10 @@ impl FlightService for FlightStore {
         &self,
         _request: Request<Streaming<HandshakeRequest>>,
     ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
-        Err(Error::Unimplemented {
-            call: "Handshake",
-            hint: "Flightstore needs no handshake: call the RPCs directly",
-        }
-        .into())
+        Err(unimplemented(
+            "Handshake",
+            "Flightstore needs no handshake: call the RPCs directly",
+        ))
     }
 
     #[instrument(skip_all)]
@@ -177,10 +181,6 @@ impl FlightService for FlightStore {
         &self,
         _request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Error::Unimplemented {
-            call: "DoExchange",
-            hint: "use DoPut and DoGet",
-        }
-        .into())
+        Err(unimplemented("DoExchange", "use DoPut and DoGet"))
     }
 }

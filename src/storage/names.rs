@@ -49,73 +49,53 @@ fn check_segment(name: &str, segment: &str) -> Result<()> {
     })
 }
 
-/// A validated collection name: one path segment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CollectionName(String);
+/// A validated name newtype: `$check` validates the whole name in `new`.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
 
-impl CollectionName {
-    /// Validate `name` as a collection name.
-    pub fn new(name: impl Into<String>) -> Result<Self> {
-        let name = name.into();
-        check_segment(&name, &name)?;
-        Ok(Self(name))
-    }
+        impl $name {
+            /// Validate `name`.
+            pub fn new(name: impl Into<String>) -> Result<Self> {
+                let name = name.into();
+                let check: fn(&str) -> Result<()> = $check;
+                check(&name)?;
+                Ok(Self(name))
+            }
 
-    /// The name as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for CollectionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A validated item name: one or more segments joined with `/`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ItemName(String);
-
-impl ItemName {
-    /// Validate `name` (segments separated by `/`) as an item name.
-    pub fn new(name: impl Into<String>) -> Result<Self> {
-        let name = name.into();
-        for segment in name.split('/') {
-            check_segment(&name, segment)?;
+            /// The name as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-        Ok(Self(name))
-    }
 
-    /// The name as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl fmt::Display for ItemName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+name_type!(
+    /// A validated collection name: one path segment.
+    CollectionName,
+    |name| check_segment(name, name)
+);
 
-/// A validated snapshot name: one segment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SnapshotName(String);
+name_type!(
+    /// A validated item name: one or more segments joined with `/`.
+    ItemName,
+    |name| name.split('/').try_for_each(|segment| check_segment(name, segment))
+);
 
-impl SnapshotName {
-    /// Validate `name` as a snapshot name.
-    pub fn new(name: impl Into<String>) -> Result<Self> {
-        let name = name.into();
-        check_segment(&name, &name)?;
-        Ok(Self(name))
-    }
-
-    /// The name as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+name_type!(
+    /// A validated snapshot name: one segment.
+    SnapshotName,
+    |name| check_segment(name, name)
+);
 
 /// Where the objects of the store live, relative to the object store's root.
 #[derive(Debug, Clone)]

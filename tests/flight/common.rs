@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arrow::array::{ArrowPrimitiveType, AsArray};
 use arrow::array::{Float64Array, Int64Array, Int8Array, RecordBatch, TimestampNanosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -53,15 +54,7 @@ impl TestServer {
     }
 
     pub(crate) async fn client(&self) -> FlightClient {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let inner = FlightServiceClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        FlightClient::new_from_inner(inner)
+        connect(&self.addr.to_string()).await
     }
 }
 
@@ -71,6 +64,19 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// A client on a connection of its own to `addr` (`host:port`), with 64 MiB messages.
+pub(crate) async fn connect(addr: &str) -> FlightClient {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let inner = FlightServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    FlightClient::new_from_inner(inner)
 }
 
 pub(crate) fn tick_schema() -> SchemaRef {
@@ -186,32 +192,24 @@ pub(crate) async fn endpoint_ids(
     all
 }
 
-pub(crate) fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+/// The values of a primitive column of every batch.
+fn values<T: ArrowPrimitiveType>(batches: &[RecordBatch], name: &str) -> Vec<T::Native> {
     batches
         .iter()
         .flat_map(|b| {
-            let a = b
-                .column_by_name("trade_id")
+            b.column_by_name(name)
                 .unwrap()
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap();
-            a.values().to_vec()
+                .as_primitive::<T>()
+                .values()
+                .to_vec()
         })
         .collect()
 }
 
+pub(crate) fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+    values::<Int64Type>(batches, "trade_id")
+}
+
 pub(crate) fn prices(batches: &[RecordBatch]) -> Vec<f64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            let a = b
-                .column_by_name("price")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .unwrap();
-            a.values().to_vec()
-        })
-        .collect()
+    values::<Float64Type>(batches, "price")
 }

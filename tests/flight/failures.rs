@@ -9,14 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{BinaryArray, Int64Array, RecordBatch, TimestampNanosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightClient, FlightDescriptor};
+use arrow_flight::FlightDescriptor;
 use futures::{StreamExt, TryStreamExt};
 use rand::{RngCore, SeedableRng};
 use serde_json::json;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::common::*;
@@ -74,7 +72,17 @@ async fn a_read_that_breaks_part_way_is_internal_not_a_shorter_stream() {
 #[tokio::test]
 async fn an_upload_whose_client_goes_away_leaves_no_files() {
     let server = TestServer::start_with(|c| c.options.file_target_rows = 1000).await;
-    let mut client = server.client().await;
+    // The client reaches the server through a TCP relay, so that its connection can be
+    // cut as if its process died.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap().to_string();
+    let target = server.addr;
+    let wire = tokio::spawn(async move {
+        let (mut inbound, _) = relay.accept().await.unwrap();
+        let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    });
+    let mut client = connect(&relay_addr).await;
     // An upload that sends 5000 rows (staged as run files) and then stalls.
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     for n in 0..5 {
@@ -92,9 +100,9 @@ async fn an_upload_whose_client_goes_away_leaves_no_files() {
         assert!(Instant::now() < deadline, "the upload staged no files");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The client goes away mid-upload.
+    // The client's connection is cut mid-upload (its stream never ends: `tx` lives on).
+    wire.abort();
     upload.abort();
-    drop(tx);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left = data_files(server.dir.path());
@@ -108,14 +116,9 @@ async fn an_upload_whose_client_goes_away_leaves_no_files() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut client = server.client().await;
-    let e = action(
-        &mut client,
-        "item_info",
-        json!({"collection": "c", "item": "t"}),
-    )
-    .await
-    .unwrap_err();
+    let e = client.get_flight_info(path("c", "t")).await.unwrap_err();
     assert_eq!(code(&e), Code::NotFound, "nothing was committed: {e}");
+    drop(tx);
 }
 
 #[tokio::test]
@@ -211,12 +214,9 @@ impl Drop for ServerProcess {
 
 /// `rows` rows of ticks with a 1 KiB random payload each, in batches of 1000.
 fn wide(from: i64, rows: i64, rng: &mut rand::rngs::SmallRng) -> Vec<RecordBatch> {
+    let ts = tick_schema().field(0).clone(); // timestamp[ns, UTC]
     let schema = Arc::new(Schema::new(vec![
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-            false,
-        ),
+        ts,
         Field::new("id", DataType::Int64, false),
         Field::new("payload", DataType::Binary, false),
     ]));
@@ -268,15 +268,7 @@ async fn sixteen_concurrent_uploads_stay_within_the_memory_budget() {
         .collect();
     let mut uploads = Vec::new();
     for (u, batches) in (0..UPLOADS).zip(data) {
-        let channel = Channel::from_shared(format!("http://{}", server.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let inner = FlightServiceClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        let mut client = FlightClient::new_from_inner(inner);
+        let mut client = connect(&server.addr).await;
         uploads.push(tokio::spawn(async move {
             put(&mut client, path("c", &format!("item{u}")), batches).await
         }));
@@ -287,8 +279,9 @@ async fn sixteen_concurrent_uploads_stay_within_the_memory_budget() {
     }
     let peak = server.peak_rss_mib();
     // What the server may hold beyond its idle size: the budget, a flow-control window
-    // per upload stream, and room for merges and the encoding of staged runs.
-    let bound = BUDGET_MIB + UPLOADS as u64 * STREAM_WINDOW_MIB + 96;
+    // per upload stream, and room for sorting and encoding staged runs, merges, decode
+    // buffers and threads (measured 30-130 MiB, the more the busier the machine).
+    let bound = BUDGET_MIB + UPLOADS as u64 * STREAM_WINDOW_MIB + 160;
     println!(
         "peak RSS {peak} MiB (idle {idle} MiB) for {} MiB uploaded",
         UPLOADS * 20

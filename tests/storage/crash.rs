@@ -108,6 +108,11 @@ impl ObjectStore for CrashingStore {
     }
 }
 
+/// An engine with the small test options over `store`.
+fn engine_on(store: Arc<dyn ObjectStore>) -> Engine {
+    Engine::with_store(store, Path::default(), small_options(), system_clock()).unwrap()
+}
+
 async fn data_files(store: &Arc<dyn ObjectStore>) -> HashSet<String> {
     store
         .list(Some(&Path::from("c/item/_data")))
@@ -121,13 +126,7 @@ async fn data_files(store: &Arc<dyn ObjectStore>) -> HashSet<String> {
 async fn a_crash_at_any_io_step_leaves_the_last_version_intact() {
     let (c, i) = names("c", "item");
     let base: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let clean = Engine::with_store(
-        Arc::clone(&base),
-        Path::default(),
-        small_options(),
-        system_clock(),
-    )
-    .unwrap();
+    let clean = engine_on(Arc::clone(&base));
     // Stored data spread over several files, so an upsert in the middle rewrites some.
     let mut expected: Vec<Row> = (0..60).map(|n| (n * 10, 0, n)).collect();
     write_rows(&clean, &c, &i, WriteOptions::default(), &expected, 15)
@@ -143,13 +142,7 @@ async fn a_crash_at_any_io_step_leaves_the_last_version_intact() {
             calls: AtomicUsize::new(0),
             fail_from: AtomicUsize::new(n),
         });
-        let engine = Engine::with_store(
-            Arc::clone(&crashing) as Arc<dyn ObjectStore>,
-            Path::default(),
-            small_options(),
-            system_clock(),
-        )
-        .unwrap();
+        let engine = engine_on(Arc::clone(&crashing) as Arc<dyn ObjectStore>);
         let before = clean.latest(&c, &i).await.unwrap().unwrap().version;
         // An upsert replacing rows in the middle plus an append after the end.
         let new: Vec<Row> = vec![
@@ -289,13 +282,7 @@ async fn a_commit_whose_acknowledgement_is_lost_keeps_its_files() {
         inner: Arc::new(InMemory::new()),
         armed: false.into(),
     });
-    let engine = Engine::with_store(
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
-        Path::default(),
-        small_options(),
-        system_clock(),
-    )
-    .unwrap();
+    let engine = engine_on(Arc::clone(&store) as Arc<dyn ObjectStore>);
     let first: Vec<Row> = (0..30).map(|n| (n * 10, 0, n)).collect();
     write_rows(&engine, &c, &i, WriteOptions::default(), &first, 10)
         .await

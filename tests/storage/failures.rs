@@ -153,16 +153,9 @@ async fn a_writer_that_cannot_get_its_share_is_busy_and_changes_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let err = write_rows(
-        &engine,
-        &c,
-        &i,
-        WriteOptions::default(),
-        &upload(5_000, 1, 10),
-        10,
-    )
-    .await
-    .unwrap_err();
+    let more = upload(5_000, 1, 10);
+    let append = || write_rows(&engine, &c, &i, WriteOptions::default(), &more, 10);
+    let err = append().await.unwrap_err();
     assert!(matches!(err, Error::Busy { .. }), "{err}");
     assert!(err.to_string().contains("stage-mb"), "{err}");
     assert_eq!(
@@ -175,14 +168,5 @@ async fn a_writer_that_cannot_get_its_share_is_busy_and_changes_nothing() {
         s.abort();
         let _ = s.await;
     }
-    write_rows(
-        &engine,
-        &c,
-        &i,
-        WriteOptions::default(),
-        &upload(5_000, 1, 10),
-        10,
-    )
-    .await
-    .unwrap();
+    append().await.unwrap();
 }

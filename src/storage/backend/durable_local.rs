@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -56,8 +57,31 @@ fn sync_dir(dir: &FsPath) -> Result<()> {
         .map_err(|e| io_error(dir, e))
 }
 
+/// Whether the caller of a put went away. Checked under its lock right before the
+/// rename (or link), the commit point of a put, and set under it when the put's future
+/// is dropped: a put abandoned before it landed never lands later, and one that landed
+/// has landed before the drop returns (so whoever cleans up after the caller sees it).
+#[derive(Debug, Default)]
+struct Abandoned(Mutex<bool>);
+
+/// Marks its put abandoned when dropped (on completion too, when it no longer matters).
+#[derive(Debug)]
+struct AbandonOnDrop(Arc<Abandoned>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+}
+
 /// Write `payload` at `dest` (under `root`) durably; with `create`, fail if `dest` exists.
-fn write_durably(root: &FsPath, dest: &FsPath, payload: &PutPayload, create: bool) -> Result<()> {
+fn write_durably(
+    root: &FsPath,
+    dest: &FsPath,
+    payload: &PutPayload,
+    create: bool,
+    abandoned: &Abandoned,
+) -> Result<()> {
     let dir = dest.parent().expect("object paths have a parent folder");
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
@@ -82,6 +106,13 @@ fn write_durably(root: &FsPath, dest: &FsPath, payload: &PutPayload, create: boo
         }
         f.sync_all().map_err(|e| io_error(&staged, e))?;
         drop(f);
+        let abandoned = abandoned.0.lock().unwrap_or_else(|p| p.into_inner());
+        if *abandoned {
+            return Err(object_store::Error::Generic {
+                store: "DurableLocal",
+                source: format!("put of {} abandoned by its caller", dest.display()).into(),
+            });
+        }
         if create {
             match std::fs::hard_link(&staged, dest) {
                 Ok(()) => {}
@@ -124,12 +155,16 @@ impl ObjectStore for DurableLocal {
         };
         let dest = self.inner.path_to_filesystem(location)?;
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || write_durably(&root, &dest, &payload, create))
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "DurableLocal",
-                source: Box::new(e),
-            })??;
+        let abandoned = Arc::new(Abandoned::default());
+        let _on_drop = AbandonOnDrop(Arc::clone(&abandoned));
+        tokio::task::spawn_blocking(move || {
+            write_durably(&root, &dest, &payload, create, &abandoned)
+        })
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "DurableLocal",
+            source: Box::new(e),
+        })??;
         Ok(PutResult {
             e_tag: None,
             version: None,

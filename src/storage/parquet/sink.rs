@@ -271,7 +271,10 @@ impl<'a> FileSink<'a> {
         self.guard.add(path.clone());
         self.await_uploads(1).await?;
         let store = Arc::clone(&self.target.store);
+        let writing = self.guard.writer();
         self.uploads.push(SpawnedTask::spawn("upload", async move {
+            // Dropped last: a cleanup of the guard waits for this put to end.
+            let _writing = writing;
             let len = bytes.len() as u64;
             store
                 .put(&path, PutPayload::from(Bytes::from(bytes)))

@@ -4,7 +4,10 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use object_store::path::Path;
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
 use crate::storage::names::{CollectionName, ItemName};
 use crate::storage::Engine;
@@ -37,6 +40,9 @@ pub(crate) struct InFlightGuard {
     collection: CollectionName,
     item: ItemName,
     mine: Vec<Path>,
+    /// Held (read) by every task writing one of `mine`: a cleanup waits (write) until
+    /// none is left, so that no file lands after it.
+    writers: Arc<RwLock<()>>,
 }
 
 impl InFlightGuard {
@@ -46,7 +52,16 @@ impl InFlightGuard {
             collection: c.clone(),
             item: i.clone(),
             mine: Vec::new(),
+            writers: Arc::default(),
         }
+    }
+
+    /// A token for a task that writes one of this guard's files: hold it until the
+    /// write ends (or is dropped).
+    pub(crate) fn writer(&self) -> OwnedRwLockReadGuard<()> {
+        Arc::clone(&self.writers)
+            .try_read_owned()
+            .expect("only a dropped guard's cleanup takes the write lock")
     }
 
     /// The item the files belong to.
@@ -74,6 +89,11 @@ impl InFlightGuard {
             .expect("in-flight set poisoned")
             .insert(p.clone());
         self.mine.push(p);
+    }
+
+    /// Wait until no task writes one of these files any more (aborted writes included).
+    pub(crate) async fn writes_ended(&self) {
+        drop(self.writers.write().await);
     }
 
     /// Unregister every file: the caller has dealt with them.
@@ -106,10 +126,16 @@ impl Drop for InFlightGuard {
                 self.collection.clone(),
                 self.item.clone(),
             );
+            let writers = Arc::clone(&self.writers);
             // Fire and forget: nothing waits for a cleanup, and it must outlive the
             // aborted task that dropped this guard.
             #[allow(clippy::disallowed_methods)]
-            drop(rt.spawn(async move { engine.delete_failed(&c, &i, &paths).await }));
+            drop(rt.spawn(async move {
+                // Writes of these files still running (aborted tasks end at their next
+                // poll) finish or give up first.
+                let _no_writers = writers.write_owned().await;
+                engine.delete_failed(&c, &i, &paths).await
+            }));
         }
     }
 }

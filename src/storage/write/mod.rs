@@ -151,21 +151,21 @@ impl Engine {
         input: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<WriteReceipt> {
         let (engine, c, i) = (self.clone(), c.clone(), i.clone());
+        let upload = (schema, input);
         self.cpu()
             .run("write", async move {
-                engine.write_here(&c, &i, opts, schema, input).await
+                engine.write_here(&c, &i, opts, upload).await
             })
             .await
     }
 
-    /// [`Engine::write`], on the runtime of the caller.
-    pub(crate) async fn write_here(
+    /// [`Engine::write`] of `(schema, batches)`, on the runtime of the caller.
+    async fn write_here(
         &self,
         c: &CollectionName,
         i: &ItemName,
         opts: WriteOptions,
-        schema: SchemaRef,
-        input: BoxStream<'static, Result<RecordBatch>>,
+        (schema, input): (SchemaRef, BoxStream<'static, Result<RecordBatch>>),
     ) -> Result<WriteReceipt> {
         let started = std::time::Instant::now();
         if opts.mode == WriteMode::DeleteRange {
@@ -253,6 +253,9 @@ impl Engine {
     /// are deleted. With `None` (the operation failed), those the item's latest version
     /// lists stay: a commit whose put reported an error may still have landed.
     pub(crate) async fn settle(&self, mut guard: InFlightGuard, committed: Option<&Manifest>) {
+        // A failed merge drops its sink with an upload in flight: let it land (or not)
+        // before deciding what is garbage.
+        guard.writes_ended().await;
         match committed {
             Some(m) => {
                 let garbage: Vec<Path> = guard

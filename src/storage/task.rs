@@ -15,7 +15,7 @@ use std::future::Future;
 
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
-use tracing::error;
+use tracing::debug;
 
 use super::error::{Error, Result};
 
@@ -59,7 +59,8 @@ impl<T: Send + 'static> SpawnedTask<T> {
     }
 
     /// Wait for the task. A panic in it (or its cancellation by a runtime shutting
-    /// down) is an error, logged here once.
+    /// down) is an error (the panic itself is on stderr; the Flight layer logs the error
+    /// once, at `warn`).
     pub(crate) async fn join(mut self) -> Result<T> {
         let joined = (&mut self.handle).await;
         joined.map_err(|e| {
@@ -73,7 +74,7 @@ impl<T: Send + 'static> SpawnedTask<T> {
             } else {
                 "cancelled".into()
             };
-            error!(task = self.what, %message, "engine task failed");
+            debug!(task = self.what, %message, "engine task failed");
             Error::TaskFailed {
                 task: self.what,
                 message,

@@ -127,4 +127,14 @@ async fn background_compactions_rebase_onto_concurrent_writes() {
         "{receipt:?}"
     );
     assert_eq!(m.rows(), 6 * 120 * ROWS_PER_APPEND as u64);
+
+    // Shutdown stops the compactor (after the item it is merging); writes still work,
+    // and queue nothing any more.
+    engine.shutdown().await;
+    engine.shutdown().await;
+    let before = engine.list_versions(&c, &i).await.unwrap().len();
+    append_many(engine.clone(), 99, 12).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let versions = engine.list_versions(&c, &i).await.unwrap();
+    assert_eq!(versions.len(), before + 12, "only the appends committed");
 }

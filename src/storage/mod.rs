@@ -58,8 +58,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
-use tracing::warn;
+use object_store::ObjectStore;
 
 pub use catalog::{merge_metadata, Change, ItemInfo, SnapshotInfo, VersionInfo};
 pub use compact::{CompactReceipt, VacuumReceipt};
@@ -249,49 +248,5 @@ impl Engine {
 
     fn now(&self) -> i64 {
         self.inner.clock.now()
-    }
-
-    /// Log a failure of best-effort cleanup (the files are orphans vacuum will find).
-    pub(crate) fn cleanup_failed(err: &Error) {
-        warn!(cause = %err, "cleanup of unreferenced files failed; vacuum will remove them");
-    }
-
-    /// Delete files by name from an item's data folder, best effort.
-    pub(crate) async fn delete_files(&self, c: &CollectionName, i: &ItemName, names: &[String]) {
-        let paths: Vec<Path> = names
-            .iter()
-            .map(|n| self.layout().data_file(c, i, n))
-            .collect();
-        self.delete_paths(&paths).await;
-    }
-
-    /// Delete the files of an operation that failed, except those the item's latest
-    /// version lists: a commit whose put reported an error may still have landed (say,
-    /// the folder sync failed after the link). If the latest version cannot be read,
-    /// nothing is deleted; vacuum removes orphans later.
-    pub(crate) async fn delete_failed(&self, c: &CollectionName, i: &ItemName, paths: &[Path]) {
-        let latest = match self.latest(c, i).await {
-            Ok(m) => m,
-            Err(e) => return Self::cleanup_failed(&e),
-        };
-        let listed: std::collections::HashSet<&str> = latest
-            .iter()
-            .flat_map(|m| m.files.iter().map(|f| f.name.as_str()))
-            .collect();
-        let garbage: Vec<Path> = paths
-            .iter()
-            .filter(|p| !p.filename().is_some_and(|n| listed.contains(n)))
-            .cloned()
-            .collect();
-        self.delete_paths(&garbage).await;
-    }
-
-    pub(crate) async fn delete_paths(&self, paths: &[Path]) {
-        for path in paths {
-            match self.store().delete(path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => Self::cleanup_failed(&e.into()),
-            }
-        }
     }
 }

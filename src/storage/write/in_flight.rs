@@ -1,5 +1,5 @@
 //! Files of writes that have not committed yet: vacuum never deletes them, and a write
-//! that ends without committing removes them at once.
+//! that ends without committing removes them at once (settle, or the guard's drop).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -7,8 +7,12 @@ use std::sync::Mutex;
 use std::sync::Arc;
 
 use object_store::path::Path;
+use object_store::ObjectStoreExt;
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use tracing::warn;
 
+use crate::storage::error::Error;
+use crate::storage::manifest::Manifest;
 use crate::storage::names::{CollectionName, ItemName};
 use crate::storage::Engine;
 
@@ -136,6 +140,80 @@ impl Drop for InFlightGuard {
                 let _no_writers = writers.write_owned().await;
                 engine.delete_failed(&c, &i, &paths).await
             }));
+        }
+    }
+}
+
+impl Engine {
+    /// Settle the files an operation put down: those `committed` lists stay, the rest
+    /// are deleted. With `None` (the operation failed), those the item's latest version
+    /// lists stay: a commit whose put reported an error may still have landed.
+    pub(crate) async fn settle(&self, mut guard: InFlightGuard, committed: Option<&Manifest>) {
+        // A failed merge drops its sink with an upload in flight: let it land (or not)
+        // before deciding what is garbage.
+        guard.writes_ended().await;
+        match committed {
+            Some(m) => {
+                let garbage: Vec<Path> = guard
+                    .paths()
+                    .iter()
+                    .filter(|p| {
+                        !p.filename()
+                            .is_some_and(|n| m.files.iter().any(|f| f.name == n))
+                    })
+                    .cloned()
+                    .collect();
+                self.delete_paths(&garbage).await;
+            }
+            None => {
+                let (c, i) = guard.item();
+                self.delete_failed(c, i, guard.paths()).await;
+            }
+        }
+        guard.release();
+    }
+
+    /// Log a failure of best-effort cleanup (the files are orphans vacuum will find).
+    pub(crate) fn cleanup_failed(err: &Error) {
+        warn!(cause = %err, "cleanup of unreferenced files failed; vacuum will remove them");
+    }
+
+    /// Delete files by name from an item's data folder, best effort.
+    pub(crate) async fn delete_files(&self, c: &CollectionName, i: &ItemName, names: &[String]) {
+        let paths: Vec<Path> = names
+            .iter()
+            .map(|n| self.layout().data_file(c, i, n))
+            .collect();
+        self.delete_paths(&paths).await;
+    }
+
+    /// Delete the files of an operation that failed, except those the item's latest
+    /// version lists: a commit whose put reported an error may still have landed (say,
+    /// the folder sync failed after the link). If the latest version cannot be read,
+    /// nothing is deleted; vacuum removes orphans later.
+    pub(crate) async fn delete_failed(&self, c: &CollectionName, i: &ItemName, paths: &[Path]) {
+        let latest = match self.latest(c, i).await {
+            Ok(m) => m,
+            Err(e) => return Self::cleanup_failed(&e),
+        };
+        let listed: std::collections::HashSet<&str> = latest
+            .iter()
+            .flat_map(|m| m.files.iter().map(|f| f.name.as_str()))
+            .collect();
+        let garbage: Vec<Path> = paths
+            .iter()
+            .filter(|p| !p.filename().is_some_and(|n| listed.contains(n)))
+            .cloned()
+            .collect();
+        self.delete_paths(&garbage).await;
+    }
+
+    pub(crate) async fn delete_paths(&self, paths: &[Path]) {
+        for path in paths {
+            match self.store().delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => Self::cleanup_failed(&e.into()),
+            }
         }
     }
 }

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use futures::stream::BoxStream;
-use object_store::path::Path;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::{debug, info};
@@ -247,34 +246,6 @@ impl Engine {
                 })
             })
             .await
-    }
-
-    /// Settle the files an operation put down: those `committed` lists stay, the rest
-    /// are deleted. With `None` (the operation failed), those the item's latest version
-    /// lists stay: a commit whose put reported an error may still have landed.
-    pub(crate) async fn settle(&self, mut guard: InFlightGuard, committed: Option<&Manifest>) {
-        // A failed merge drops its sink with an upload in flight: let it land (or not)
-        // before deciding what is garbage.
-        guard.writes_ended().await;
-        match committed {
-            Some(m) => {
-                let garbage: Vec<Path> = guard
-                    .paths()
-                    .iter()
-                    .filter(|p| {
-                        !p.filename()
-                            .is_some_and(|n| m.files.iter().any(|f| f.name == n))
-                    })
-                    .cloned()
-                    .collect();
-                self.delete_paths(&garbage).await;
-            }
-            None => {
-                let (c, i) = guard.item();
-                self.delete_failed(c, i, guard.paths()).await;
-            }
-        }
-        guard.release();
     }
 
     /// Plan against the latest version and commit, re-planning after lost races.

@@ -24,8 +24,9 @@
 //! are removed when the write ends, or are orphans that [`Engine::vacuum`] removes.
 //!
 //! # Threads and memory
-//! CPU work (decoding, sorting, merging, encoding) runs on a runtime of its own
-//! ([`task`]), never on the one that serves connections. Upload chunks being sorted hold
+//! Writes and compactions (sorting, merging, encoding) run on a runtime of its own
+//! ([`task`]), never on the one that serves connections; reads decode batch by batch
+//! where they are consumed. Upload chunks being sorted hold
 //! a share of one engine-wide memory budget ([`Options::stage_bytes`]); a writer waits
 //! for its share, never grows the heap past it.
 //!

@@ -5,11 +5,12 @@
 //! while decoding one file into a silently shorter read; here it is
 //! [`Error::TaskFailed`], which the Flight layer reports as `INTERNAL`.
 //!
-//! CPU-bound work (Parquet decoding and encoding, sorting, k-way merges, de-duplication)
-//! runs on [`CpuRuntime`], a tokio runtime of its own (InfluxDB's `DedicatedExecutor`
-//! pattern): the runtime that serves connections only moves bytes, so one large upsert
-//! never stalls other clients' I/O. Blocking calls (file system, the sync Parquet
-//! writer) still go to `spawn_blocking` inside it.
+//! Writes (staging sorts, k-way merges, de-duplication, encoding) and compactions run on
+//! [`CpuRuntime`], a tokio runtime of its own (InfluxDB's `DedicatedExecutor` pattern):
+//! the runtime that serves connections is never held by a long unit of CPU work, so one
+//! large upsert does not stall other clients' I/O. Blocking calls (file system, the sync
+//! Parquet writer, chunk sorts) still go to `spawn_blocking` inside it. Reads decode on
+//! the reader's runtime (see `read::scan`): pull-driven, one batch at a time.
 
 use std::future::Future;
 
@@ -114,11 +115,6 @@ impl CpuRuntime {
         })
     }
 
-    /// Where to spawn CPU work.
-    pub(crate) fn handle(&self) -> &Handle {
-        &self.handle
-    }
-
     /// Run `future` on this runtime and wait for it (aborted if the caller is dropped).
     pub(crate) async fn run<T, F>(&self, what: &'static str, future: F) -> Result<T>
     where
@@ -162,7 +158,7 @@ mod tests {
         );
 
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = SpawnedTask::spawn_on("test", cpu.handle(), async move {
+        let task = SpawnedTask::spawn_on("test", &cpu.handle, async move {
             let _tx = tx; // dropped when the task is aborted
             std::future::pending::<()>().await
         });

@@ -72,6 +72,9 @@ impl ScanCtx {
     ///
     /// Up to [`FILES_AHEAD`] files decode at once, each in its own task feeding a small
     /// channel: decoding uses every core while memory stays bounded by the channels.
+    /// The tasks run on the reader's runtime, not the CPU runtime: decoding is pull-driven
+    /// and yields after every batch, and handing each batch across runtimes made a full
+    /// read ~35% slower (`cargo bench --bench storage`, read_all).
     pub(super) fn forward(
         &self,
         files: Vec<FileEntry>,
@@ -83,8 +86,7 @@ impl ScanCtx {
             .map(move |f| {
                 let ctx = ctx.clone();
                 let (tx, rx) = tokio::sync::mpsc::channel(2);
-                let cpu = ctx.engine.cpu().handle().clone();
-                let task = SpawnedTask::spawn_on("read", &cpu, async move {
+                let task = SpawnedTask::spawn("read", async move {
                     let mut batches = match ctx.file(f, range).await {
                         Ok(s) => s,
                         Err(e) => {
@@ -106,24 +108,9 @@ impl ScanCtx {
             .boxed()
     }
 
-    /// The last `n` matching rows of `files` in `range`, in order, decoded on the CPU
-    /// runtime. Reads files from the end and holds at most `n` rows plus one file's
-    /// matches.
+    /// The last `n` matching rows of `files` in `range`, in order. Reads files from the
+    /// end and holds at most `n` rows plus one file's matches.
     pub(super) async fn tail(
-        &self,
-        files: &[FileEntry],
-        range: KeyRange,
-        n: usize,
-    ) -> Result<Vec<RecordBatch>> {
-        let (ctx, files) = (self.clone(), files.to_vec());
-        self.engine
-            .cpu()
-            .run("read", async move { ctx.tail_here(&files, range, n).await })
-            .await
-    }
-
-    /// [`ScanCtx::tail`] on the caller's runtime.
-    pub(crate) async fn tail_here(
         &self,
         files: &[FileEntry],
         range: KeyRange,

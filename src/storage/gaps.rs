@@ -37,16 +37,7 @@ impl Engine {
             )
             .await?;
         let ordered_on = plan.ordered_on().to_string();
-        let plan = self
-            .plan_read(
-                c,
-                i,
-                ReadOptions {
-                    columns: Some(vec![ordered_on.clone()]),
-                    ..plan.options().clone()
-                },
-            )
-            .await?;
+        let plan = plan.with_columns(vec![ordered_on.clone()])?;
         let slot_start = |k: i64| -> Result<i64> {
             freq.add(start, k)
                 .map(|t| t.min(end))

@@ -243,8 +243,23 @@ impl Engine {
         &self.inner.layout
     }
 
-    fn cpu(&self) -> &CpuRuntime {
-        &self.inner.cpu
+    /// Run an operation on an item on the CPU runtime: `op` gets its own engine and
+    /// names, since the task may outlive the caller's borrows (it is aborted with the
+    /// caller all the same).
+    async fn on_cpu<T, F, Fut>(
+        &self,
+        what: &'static str,
+        c: &CollectionName,
+        i: &ItemName,
+        op: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Engine, CollectionName, ItemName) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let task = op(self.clone(), c.clone(), i.clone());
+        self.inner.cpu.run(what, task).await
     }
 
     fn now(&self) -> i64 {

@@ -80,12 +80,10 @@ impl Engine {
 
     /// Merge every run of neighbouring files that are not full.
     pub async fn compact(&self, c: &CollectionName, i: &ItemName) -> Result<CompactReceipt> {
-        let (engine, c, i) = (self.clone(), c.clone(), i.clone());
-        self.cpu()
-            .run("compact", async move {
-                engine.compact_with(&c, &i, plan_full).await
-            })
-            .await
+        self.on_cpu("compact", c, i, |engine, c, i| async move {
+            engine.compact_with(&c, &i, plan_full).await
+        })
+        .await
     }
 
     /// Merge what `planner` picks and commit it as its own version.
@@ -94,7 +92,7 @@ impl Engine {
     /// rebased onto what they committed if its inputs survived. Otherwise (or after a lost
     /// race) it merges again on the latest version, now holding the lock: compaction
     /// must make progress.
-    pub(crate) async fn compact_with(
+    async fn compact_with(
         &self,
         c: &CollectionName,
         i: &ItemName,
@@ -169,7 +167,7 @@ impl Engine {
     }
 
     /// For each range of files, the files of their concatenation.
-    pub(crate) async fn merge_ranges(
+    async fn merge_ranges(
         &self,
         c: &CollectionName,
         i: &ItemName,

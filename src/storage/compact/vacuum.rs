@@ -75,7 +75,7 @@ impl Engine {
         Ok(receipt)
     }
 
-    pub(crate) async fn vacuum_item(
+    async fn vacuum_item(
         &self,
         c: &CollectionName,
         i: &ItemName,

@@ -132,11 +132,7 @@ impl Engine {
         Ok(versions)
     }
 
-    pub(crate) async fn list_latest(
-        &self,
-        c: &CollectionName,
-        i: &ItemName,
-    ) -> Result<Option<Arc<Manifest>>> {
+    async fn list_latest(&self, c: &CollectionName, i: &ItemName) -> Result<Option<Arc<Manifest>>> {
         let Some(&v) = self.list_versions_raw(c, i).await?.last() else {
             return Ok(None);
         };
@@ -165,15 +161,7 @@ impl Engine {
             item: i.to_string(),
         };
         let version = match at {
-            At::Latest => {
-                return match self.live(c, i).await? {
-                    Some(m) => Ok(m),
-                    None => {
-                        self.check_collection(c).await?;
-                        Err(not_found())
-                    }
-                }
-            }
+            At::Latest => return self.live_or_not_found(c, i, self.latest(c, i).await?).await,
             At::Version(v) => *v,
             At::Snapshot(s) => {
                 let snap = self.load_snapshot(c, s).await?;

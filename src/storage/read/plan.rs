@@ -78,6 +78,13 @@ impl ReadPlan {
         &self.options
     }
 
+    /// Return only `columns` (checked against the item's schema).
+    pub fn with_columns(mut self, columns: Vec<String>) -> Result<Self> {
+        self.schema = project(self.manifest.live_schema(), Some(&columns))?;
+        self.options.columns = Some(columns);
+        Ok(self)
+    }
+
     /// Apply `filter` too (it was compiled against [`ReadPlan::item_schema`]).
     pub fn with_filter(mut self, filter: Arc<dyn RowFilter>) -> Self {
         self.options.filter = Some(filter);

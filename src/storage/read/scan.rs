@@ -36,7 +36,7 @@ pub(super) struct ScanCtx {
 
 impl ScanCtx {
     /// Matching rows of one file, in order.
-    pub(crate) async fn file(
+    async fn file(
         &self,
         file: FileEntry,
         range: KeyRange,

@@ -124,7 +124,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    pub(crate) async fn shares_come_back_when_dropped_and_waiters_time_out() {
+    async fn shares_come_back_when_dropped_and_waiters_time_out() {
         let budget = MemoryBudget::new(10 * UNIT, Duration::from_millis(20));
         let mut a = budget.try_reserve(6 * UNIT).unwrap();
         assert!(budget.try_reserve(5 * UNIT).is_none());

@@ -2,9 +2,7 @@
 //! that ends without committing removes them at once (settle, or the guard's drop).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -153,18 +151,7 @@ impl Engine {
         // before deciding what is garbage.
         guard.writes_ended().await;
         match committed {
-            Some(m) => {
-                let garbage: Vec<Path> = guard
-                    .paths()
-                    .iter()
-                    .filter(|p| {
-                        !p.filename()
-                            .is_some_and(|n| m.files.iter().any(|f| f.name == n))
-                    })
-                    .cloned()
-                    .collect();
-                self.delete_paths(&garbage).await;
-            }
+            Some(m) => self.delete_unlisted(guard.paths(), Some(m)).await,
             None => {
                 let (c, i) = guard.item();
                 self.delete_failed(c, i, guard.paths()).await;
@@ -192,11 +179,15 @@ impl Engine {
     /// the folder sync failed after the link). If the latest version cannot be read,
     /// nothing is deleted; vacuum removes orphans later.
     pub(crate) async fn delete_failed(&self, c: &CollectionName, i: &ItemName, paths: &[Path]) {
-        let latest = match self.latest(c, i).await {
-            Ok(m) => m,
-            Err(e) => return Self::cleanup_failed(&e),
-        };
-        let listed: std::collections::HashSet<&str> = latest
+        match self.latest(c, i).await {
+            Ok(latest) => self.delete_unlisted(paths, latest.as_deref()).await,
+            Err(e) => Self::cleanup_failed(&e),
+        }
+    }
+
+    /// Delete those of `paths` that `manifest` does not list (all of them without one).
+    async fn delete_unlisted(&self, paths: &[Path], manifest: Option<&Manifest>) {
+        let listed: HashSet<&str> = manifest
             .iter()
             .flat_map(|m| m.files.iter().map(|f| f.name.as_str()))
             .collect();

@@ -149,22 +149,20 @@ impl Engine {
         schema: SchemaRef,
         input: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<WriteReceipt> {
-        let (engine, c, i) = (self.clone(), c.clone(), i.clone());
-        let upload = (schema, input);
-        self.cpu()
-            .run("write", async move {
-                engine.write_here(&c, &i, opts, upload).await
-            })
-            .await
+        self.on_cpu("write", c, i, |engine, c, i| async move {
+            engine.write_here(&c, &i, opts, schema, input).await
+        })
+        .await
     }
 
-    /// [`Engine::write`] of `(schema, batches)`, on the runtime of the caller.
+    /// [`Engine::write`], on the runtime of the caller.
     async fn write_here(
         &self,
         c: &CollectionName,
         i: &ItemName,
         opts: WriteOptions,
-        (schema, input): (SchemaRef, BoxStream<'static, Result<RecordBatch>>),
+        schema: SchemaRef,
+        input: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<WriteReceipt> {
         let started = std::time::Instant::now();
         if opts.mode == WriteMode::DeleteRange {
@@ -217,35 +215,32 @@ impl Engine {
         start: i64,
         end: i64,
     ) -> Result<WriteReceipt> {
-        let (engine, c, i) = (self.clone(), c.clone(), i.clone());
-        self.cpu()
-            .run("delete_range", async move {
-                let current = engine.manifest_at(&c, &i, &At::Latest).await?;
-                let opts = WriteOptions {
-                    mode: WriteMode::DeleteRange,
-                    start: Some(start),
-                    end: Some(end),
-                    ..Default::default()
-                };
-                let prepared =
-                    engine.prepare(&c, &i, &opts, Some(&current), current.live_schema())?;
-                let mut guard = InFlightGuard::new(&engine, &c, &i);
-                let result = engine
-                    .commit_plan(&c, &i, &opts, &prepared, Vec::new(), &mut guard)
-                    .await;
-                engine
-                    .settle(guard, result.as_ref().ok().map(|(m, ..)| m.as_ref()))
-                    .await;
-                let (manifest, _, rows_deleted) = result?;
-                engine.after_write(&c, &i, &manifest).await;
-                Ok(WriteReceipt {
-                    version: manifest.version,
-                    rows_received: 0,
-                    rows_written: 0,
-                    rows_deleted,
-                })
+        self.on_cpu("delete_range", c, i, |engine, c, i| async move {
+            let current = engine.manifest_at(&c, &i, &At::Latest).await?;
+            let opts = WriteOptions {
+                mode: WriteMode::DeleteRange,
+                start: Some(start),
+                end: Some(end),
+                ..Default::default()
+            };
+            let prepared = engine.prepare(&c, &i, &opts, Some(&current), current.live_schema())?;
+            let mut guard = InFlightGuard::new(&engine, &c, &i);
+            let result = engine
+                .commit_plan(&c, &i, &opts, &prepared, Vec::new(), &mut guard)
+                .await;
+            engine
+                .settle(guard, result.as_ref().ok().map(|(m, ..)| m.as_ref()))
+                .await;
+            let (manifest, _, rows_deleted) = result?;
+            engine.after_write(&c, &i, &manifest).await;
+            Ok(WriteReceipt {
+                version: manifest.version,
+                rows_received: 0,
+                rows_written: 0,
+                rows_deleted,
             })
-            .await
+        })
+        .await
     }
 
     /// Plan against the latest version and commit, re-planning after lost races.

@@ -185,7 +185,7 @@ struct Stager<'a> {
 
 impl Stager<'_> {
     /// Sort and write `chunk` in a task of its own (after waiting for a free one).
-    pub(crate) async fn spawn(&mut self, chunk: Chunk, guard: &mut InFlightGuard) -> Result<()> {
+    async fn spawn(&mut self, chunk: Chunk, guard: &mut InFlightGuard) -> Result<()> {
         if self.tasks.len() >= STAGE_TASKS {
             self.collect_one(guard).await?;
         }
@@ -202,7 +202,7 @@ impl Stager<'_> {
     }
 
     /// Wait for the oldest staging task; its files join the write's guard either way.
-    pub(crate) async fn collect_one(&mut self, guard: &mut InFlightGuard) -> Result<()> {
+    async fn collect_one(&mut self, guard: &mut InFlightGuard) -> Result<()> {
         let Some(done) = self.tasks.next().await else {
             return Ok(());
         };

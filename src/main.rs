@@ -55,6 +55,13 @@ struct Serve {
     /// How long old versions stay readable (unless a snapshot holds them), in seconds.
     #[arg(long, env = "FLIGHTSTORE_RETENTION_SECS", default_value_t = 3600)]
     retention_secs: u64,
+    /// Acknowledge every write only once it is stored as Parquet: no write-ahead log.
+    #[arg(long, env = "FLIGHTSTORE_NO_WAL")]
+    no_wal: bool,
+    /// Memory of appends acknowledged through the write-ahead log and not yet persisted
+    /// as Parquet, all items together, in MiB.
+    #[arg(long, env = "FLIGHTSTORE_WAL_MB", default_value_t = flightstore::storage::DEFAULT_WAL_BYTES >> 20)]
+    wal_mb: usize,
 }
 
 #[tokio::main]
@@ -81,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
                     vacuum_retention: Duration::from_secs(s.retention_secs),
                     // Writes are acknowledged without waiting for the merge of small files.
                     compact_in_background: true,
+                    wal: !s.no_wal,
+                    wal_bytes: s.wal_mb.max(1) << 20,
                     ..Options::default()
                 },
             };

@@ -164,7 +164,8 @@ fn storage_code(e: &storage::Error) -> Code {
         | E::Parquet(_)
         | E::Arrow(_)
         | E::TaskFailed { .. }
-        | E::Io { .. } => Code::Internal,
+        | E::Io { .. }
+        | E::Wal { .. } => Code::Internal,
     }
 }
 

@@ -161,6 +161,13 @@ pub enum Error {
         message: String,
     },
 
+    /// The write-ahead log failed (writing, syncing or reading it back).
+    #[error("write-ahead log: {message}")]
+    Wal {
+        /// What went wrong.
+        message: String,
+    },
+
     /// A local I/O call failed outside the object store (starting threads, runtimes).
     #[error("cannot start {what}: {source}")]
     Io {

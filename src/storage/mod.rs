@@ -52,6 +52,7 @@ mod parquet;
 mod read;
 mod schema;
 mod task;
+mod wal;
 mod write;
 
 use std::collections::HashMap;
@@ -74,6 +75,7 @@ use compact::Compactor;
 use names::Layout;
 use parquet::MetaCache;
 use task::CpuRuntime;
+use wal::Wal;
 use write::{InFlight, MemoryBudget};
 
 /// Default rows per row group.
@@ -93,6 +95,10 @@ pub const DEFAULT_STAGE_BYTES: usize = 256 * 1024 * 1024;
 /// Default time an upload waits for its share of the memory budget before it fails
 /// with [`Error::Busy`].
 pub const DEFAULT_STAGE_WAIT: Duration = Duration::from_secs(60);
+/// Default memory of the write-ahead log's tails (acknowledged, not yet persisted).
+pub const DEFAULT_WAL_BYTES: usize = 128 * 1024 * 1024;
+/// Default age at which a tail of the write-ahead log is persisted as Parquet.
+pub const DEFAULT_WAL_PERSIST_AFTER: Duration = Duration::from_secs(1);
 /// Number of neighbouring small files of one size tier that triggers compaction.
 pub const DEFAULT_COMPACTION_FANIN: usize = 8;
 
@@ -124,6 +130,15 @@ pub struct Options {
     pub compact_in_background: bool,
     /// Worker threads of the CPU runtime (default: one per core).
     pub cpu_threads: usize,
+    /// Acknowledge plain appends through a write-ahead log in the data folder
+    /// (`<data>/_wal`; local folders only). Off by default in the library (several
+    /// engines may then share a folder); the server turns it on.
+    pub wal: bool,
+    /// Memory of acknowledged appends not yet persisted, all items together (bytes); an
+    /// append that does not fit takes the ordinary path.
+    pub wal_bytes: usize,
+    /// Age at which acknowledged appends are persisted as Parquet.
+    pub wal_persist_after: Duration,
 }
 
 impl Default for Options {
@@ -140,6 +155,9 @@ impl Default for Options {
             auto_compact: true,
             compact_in_background: false,
             cpu_threads: task::cpu_threads(),
+            wal: false,
+            wal_bytes: DEFAULT_WAL_BYTES,
+            wal_persist_after: DEFAULT_WAL_PERSIST_AFTER,
         }
     }
 }
@@ -175,14 +193,26 @@ struct Inner {
     merge_slots: tokio::sync::Semaphore,
     /// The background compactor, when compaction runs in the background.
     compactor: Option<Compactor>,
+    /// The write-ahead log (local folders with [`Options::wal`]).
+    wal: Option<Wal>,
 }
 
 impl Engine {
     /// Open the store at `location`: `memory://`, `file:///abs/path`, or a plain path
     /// (created if missing).
+    ///
+    /// With [`Options::wal`] on a local folder, acknowledged appends the log holds are
+    /// replayed, and the folder is locked against other processes.
     pub fn open(location: &str, options: Options) -> Result<Self> {
         let store = backend::open(location)?;
-        Self::with_store(store, Path::default(), options, system_clock())
+        let layout = Layout::new(Path::default());
+        let wal = match backend::local_folder(location) {
+            Some(root) if options.wal => Some(Wal::recover(&root, &layout, &options)?),
+            _ => None,
+        };
+        let engine = Self::build(store, layout, options, system_clock(), wal)?;
+        engine.start_persister();
+        Ok(engine)
     }
 
     /// An engine over an existing object store, rooted at `root`.
@@ -192,12 +222,22 @@ impl Engine {
         options: Options,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
+        Self::build(store, Layout::new(root), options, clock, None)
+    }
+
+    fn build(
+        store: Arc<dyn ObjectStore>,
+        layout: Layout,
+        options: Options,
+        clock: Arc<dyn Clock>,
+        wal: Option<Wal>,
+    ) -> Result<Self> {
         let background = options.auto_compact && options.compact_in_background;
         let cpu = CpuRuntime::try_new(options.cpu_threads)?;
         let budget = MemoryBudget::new(options.stage_bytes, options.stage_wait);
         let inner = Arc::new_cyclic(|weak| Inner {
             store,
-            layout: Layout::new(root),
+            layout,
             clock,
             cache: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
@@ -207,6 +247,7 @@ impl Engine {
             cpu,
             budget,
             compactor: background.then(|| Compactor::new(Weak::clone(weak))),
+            wal,
             options,
         });
         Ok(Self { inner })
@@ -217,9 +258,11 @@ impl Engine {
         &self.inner.options
     }
 
-    /// Stop background work (the compactor finishes the item it is merging). The
-    /// server calls this once it has stopped serving.
+    /// Stop background work: persist the write-ahead log's tails and close it; the
+    /// compactor finishes the item it is merging. The server calls this once it has
+    /// stopped serving.
     pub async fn shutdown(&self) {
+        self.close_wal().await;
         if let Some(compactor) = &self.inner.compactor {
             compactor.shutdown().await;
         }

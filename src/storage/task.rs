@@ -115,6 +115,15 @@ impl CpuRuntime {
         })
     }
 
+    /// Start `future` on this runtime; it runs until done or until the handle is dropped.
+    pub(crate) fn spawn<T, F>(&self, what: &'static str, future: F) -> SpawnedTask<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        SpawnedTask::spawn_on(what, &self.handle, future)
+    }
+
     /// Run `future` on this runtime and wait for it (aborted if the caller is dropped).
     pub(crate) async fn run<T, F>(&self, what: &'static str, future: F) -> Result<T>
     where

@@ -15,3 +15,4 @@ mod files;
 mod model;
 mod ops;
 mod types;
+mod wal;

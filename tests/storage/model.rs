@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use flightstore::sql::SqlFilter;
 use flightstore::storage::{
@@ -14,6 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::common::*;
+use crate::wal::{open_wal, wal_options};
 
 const SEC: i64 = 1_000_000_000;
 
@@ -228,9 +230,18 @@ async fn check_query(engine: &Engine, at: At, model: &Model, q: &Query, ctx: &st
     }
 }
 
-async fn run_model(seed: u64, steps: usize) {
+/// Run `steps` random operations. With `wal`, the engine keeps a write-ahead log in a
+/// temporary folder, appends after the end (which take the log) are frequent, and the
+/// engine sometimes crashes (is dropped without persisting) and is opened again.
+async fn run_model(seed: u64, steps: usize, wal: bool) {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let engine = memory_engine(small_options());
+    let dir = tempfile::tempdir().unwrap();
+    let wal_options = wal_options(Duration::from_millis(rng.random_range(0..300)));
+    let mut engine = if wal {
+        open_wal(dir.path(), wal_options.clone()).await
+    } else {
+        memory_engine(small_options())
+    };
     let (c, i) = names("c", "item");
     let mut model = Model::default();
     let mut history: BTreeMap<u64, Model> = BTreeMap::new();
@@ -239,7 +250,8 @@ async fn run_model(seed: u64, steps: usize) {
     let mut exists = false;
     for step in 0..steps {
         let ctx = format!("seed {seed} step {step}");
-        let op = if exists { rng.random_range(0..10) } else { 0 };
+        let ops = if wal { 13 } else { 10 };
+        let op = if exists { rng.random_range(0..ops) } else { 0 };
         let n = rng.random_range(0..25);
         let chunk = rng.random_range(1..10);
         let written_version = match op {
@@ -335,6 +347,21 @@ async fn run_model(seed: u64, steps: usize) {
                     None
                 }
             }
+            10 | 11 => {
+                // After the end (or at it): the log takes it.
+                let end = model.rows.last().map_or(0, |r| r.0 / SEC);
+                let rows = random_rows(&mut rng, &mut next_v, n.max(1), end, end + 4, &[]);
+                let r = write_rows(&engine, &c, &i, WriteOptions::default(), &rows, chunk)
+                    .await
+                    .unwrap();
+                model.append(&rows);
+                Some(r.version)
+            }
+            12 => {
+                drop(engine);
+                engine = open_wal(dir.path(), wal_options.clone()).await;
+                None
+            }
             _ => {
                 engine.vacuum(Some(&c), Some(&i)).await.unwrap();
                 let latest = engine.item_info(&c, &i, &At::Latest).await.unwrap().version;
@@ -421,6 +448,17 @@ async fn random_operations_match_the_model() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(24);
     for seed in 0..seeds {
-        run_model(seed, 60).await;
+        run_model(seed, 60, false).await;
+    }
+}
+
+#[tokio::test]
+async fn random_operations_with_the_write_ahead_log_and_crashes_match_the_model() {
+    let seeds: u64 = std::env::var("FLIGHTSTORE_MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    for seed in 0..seeds {
+        run_model(1000 + seed, 60, true).await;
     }
 }

@@ -83,7 +83,7 @@ impl Engine {
     /// Delete an item: a tombstone version. Its history stays readable at older
     /// versions and snapshots until vacuumed.
     pub async fn delete_item(&self, c: &CollectionName, i: &ItemName) -> Result<u64> {
-        let mut retry = self.commit_retry(c, i).await;
+        let mut retry = self.commit_retry(c, i).await?;
         loop {
             let latest = retry.latest().await?;
             let current = self.live_or_not_found(c, i, latest).await?;
@@ -122,7 +122,7 @@ impl Engine {
         i: &ItemName,
         patch: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        let mut retry = self.commit_retry(c, i).await;
+        let mut retry = self.commit_retry(c, i).await?;
         loop {
             let latest = retry.latest().await?;
             let current = self.live_or_not_found(c, i, latest).await?;
@@ -141,6 +141,8 @@ impl Engine {
         c: &CollectionName,
         i: &ItemName,
     ) -> Result<Vec<VersionInfo>> {
+        // Versions still in the log's tail are stored first, so that all are listed.
+        self.persist_tail(c, i).await?;
         // Fails with NotFound for unknown items.
         if self.latest(c, i).await?.is_none() {
             self.check_collection(c).await?;

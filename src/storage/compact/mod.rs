@@ -25,7 +25,6 @@ use super::manifest::{FileEntry, Manifest};
 use super::merge::sort_batch;
 use super::names::{CollectionName, ItemName};
 use super::parquet::FileSink;
-use super::read::At;
 use super::write::InFlightGuard;
 use super::Engine;
 use policy::{plan_auto, plan_full, rebase};
@@ -99,7 +98,10 @@ impl Engine {
         planner: impl Fn(&[FileEntry], u64) -> Vec<Range<usize>>,
     ) -> Result<CompactReceipt> {
         let mut guard = InFlightGuard::new(self, c, i);
-        let current = self.manifest_at(c, i, &At::Latest).await?;
+        // Merges pick among stored files: persist the log's tail first.
+        self.persist_tail(c, i).await?;
+        let persisted = self.persisted_latest(c, i).await?;
+        let current = self.live_or_not_found(c, i, persisted).await?;
         let unchanged = |m: &Manifest| CompactReceipt {
             version: m.version,
             files_before: m.files.len(),
@@ -113,7 +115,7 @@ impl Engine {
             .merge_ranges(c, i, &current, &ranges, &mut guard)
             .await?;
         let mut merged = Some((current, ranges, outputs));
-        let mut retry = self.commit_retry(c, i).await;
+        let mut retry = self.commit_retry(c, i).await?;
         loop {
             let latest = self.live_or_not_found(c, i, retry.latest().await?).await?;
             let rebased = merged

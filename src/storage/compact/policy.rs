@@ -133,6 +133,7 @@ mod tests {
                 rows: r,
                 bytes: 0,
                 row_groups: None,
+                memory: None,
             })
             .collect()
     }

@@ -83,7 +83,7 @@ impl Engine {
         receipt: &mut VacuumReceipt,
     ) -> Result<()> {
         // Hold the item lock so this engine's writers are not racing the file listing.
-        let _held = self.commit_retry(c, i).await;
+        let _held = self.commit_retry(c, i).await?;
         let versions = self.list_versions_raw(c, i).await?;
         let Some(&latest) = versions.last() else {
             return Ok(());

@@ -26,7 +26,7 @@ use crate::storage::Engine;
 /// engines are kept out by the conditional put) from creation to drop.
 ///
 /// ```text
-/// let mut retry = engine.commit_retry(c, i).await;
+/// let mut retry = engine.commit_retry(c, i).await?;
 /// loop {
 ///     let latest = retry.latest().await?;          // CommitConflict once spent
 ///     let (next, written) = draft(latest)?;
@@ -53,7 +53,9 @@ impl CommitRetry {
                 attempts: self.attempt,
             });
         }
-        self.engine.latest(&self.collection, &self.item).await
+        self.engine
+            .persisted_latest(&self.collection, &self.item)
+            .await
     }
 
     /// Commit `next` as the version after `latest`. `Ok(None)` if another writer took
@@ -84,19 +86,41 @@ async fn backoff(attempt: u32) {
 }
 
 impl Engine {
-    /// Start the commit loop of an item: waits for the item's lock.
-    pub(crate) async fn commit_retry(&self, c: &CollectionName, i: &ItemName) -> CommitRetry {
-        let lock = {
-            let mut locks = self.inner.locks.lock().expect("locks poisoned");
-            Arc::clone(locks.entry((c.clone(), i.clone())).or_default())
-        };
-        CommitRetry {
+    /// Start the commit loop of an item: waits for the item's lock, then persists the
+    /// item's write-ahead log tail, so that the loop drafts on every acknowledged write.
+    pub(crate) async fn commit_retry(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+    ) -> Result<CommitRetry> {
+        let lock = self.item_lock(c, i).await;
+        self.persist_locked(c, i).await?;
+        Ok(CommitRetry {
             engine: self.clone(),
             collection: c.clone(),
             item: i.clone(),
             attempt: 0,
-            _lock: lock.lock_owned().await,
-        }
+            _lock: lock,
+        })
+    }
+
+    /// The item's lock within this engine: commits and log appends of one item take
+    /// their version numbers under it.
+    pub(crate) async fn item_lock(&self, c: &CollectionName, i: &ItemName) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.inner.locks.lock().expect("locks poisoned");
+            Arc::clone(locks.entry((c.clone(), i.clone())).or_default())
+        };
+        lock.lock_owned().await
+    }
+
+    /// Cache `m` as the item's latest stored manifest.
+    pub(crate) fn remember_latest(&self, c: &CollectionName, i: &ItemName, m: &Arc<Manifest>) {
+        self.inner
+            .cache
+            .lock()
+            .expect("cache poisoned")
+            .insert((c.clone(), i.clone()), Arc::clone(m));
     }
 
     /// Commit `next` as the version after `current`; `Ok(None)` if another writer took
@@ -117,11 +141,7 @@ impl Engine {
             return Ok(None);
         }
         let next = Arc::new(next);
-        self.inner
-            .cache
-            .lock()
-            .expect("cache poisoned")
-            .insert((c.clone(), i.clone()), Arc::clone(&next));
+        self.remember_latest(c, i, &next);
         Ok(Some(next))
     }
 }

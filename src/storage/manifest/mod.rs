@@ -114,7 +114,17 @@ pub struct FileEntry {
     /// Row groups `[first, end)` of the file this entry covers; absent means all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_groups: Option<[usize; 2]>,
+    /// Rows of the write-ahead log's tail, held in memory (no file): only in the
+    /// manifests readers see, never stored.
+    #[serde(skip)]
+    pub(crate) memory: Option<MemoryRows>,
 }
+
+/// Sorted rows in memory, in the item's schema (a tail entry of the write-ahead log).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MemoryRows(pub(crate) arrow::array::RecordBatch);
+
+impl Eq for MemoryRows {}
 
 /// One committed version of an item.
 #[derive(Debug, Clone, Serialize, Deserialize)]

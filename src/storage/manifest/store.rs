@@ -61,11 +61,21 @@ pub(crate) async fn load(store: &dyn ObjectStore, path: &Path) -> Result<Manifes
 }
 
 impl Engine {
-    /// The latest manifest of an item, tombstones included; `None` if it never existed.
+    /// The latest manifest of an item as readers see it (with the acknowledged appends
+    /// of the write-ahead log on top), tombstones included; `None` if it never existed.
+    pub async fn latest(&self, c: &CollectionName, i: &ItemName) -> Result<Option<Arc<Manifest>>> {
+        self.with_tail(c, i, None).await
+    }
+
+    /// The latest manifest stored, tombstones included; `None` if it never existed.
     ///
     /// A cached manifest `v` is current iff `v + 1` does not exist and `v` still does
     /// (vacuum never removes the latest version), so two cheap lookups validate the cache.
-    pub async fn latest(&self, c: &CollectionName, i: &ItemName) -> Result<Option<Arc<Manifest>>> {
+    pub(crate) async fn persisted_latest(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+    ) -> Result<Option<Arc<Manifest>>> {
         let key = (c.clone(), i.clone());
         let cached = self
             .inner
@@ -175,6 +185,11 @@ impl Engine {
                     })?
             }
         };
+        if let Some(m) = self.with_tail(c, i, Some(version)).await? {
+            if m.version == version && !m.deleted && m.files.iter().any(|f| f.memory.is_some()) {
+                return Ok(m); // a version still in the log's tail
+            }
+        }
         let path = self.layout().manifest(c, i, version);
         match load(self.store().as_ref(), &path).await {
             Ok(m) if m.deleted => Err(not_found()),

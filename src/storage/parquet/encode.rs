@@ -106,6 +106,11 @@ impl ParallelWriter {
         Ok(())
     }
 
+    /// Row groups closed so far.
+    pub(crate) fn row_groups(&self) -> usize {
+        self.file.flushed_row_groups().len()
+    }
+
     /// Write the footer and return the file's bytes.
     pub(crate) fn into_inner(mut self) -> Result<Vec<u8>> {
         self.flush()?;

@@ -166,6 +166,7 @@ pub(crate) async fn split_row_groups(
             rows: metadata.metadata().row_group(g).num_rows() as u64,
             bytes: file.bytes,
             row_groups: Some([g, g + 1]),
+            memory: None,
         });
     }
     Ok((out, count))

@@ -7,6 +7,7 @@ mod footer;
 mod scan;
 mod sink;
 
+pub(crate) use encode::ParallelWriter;
 pub(crate) use footer::{split_row_groups, MetaCache};
 pub(crate) use scan::scan;
 pub(crate) use sink::{FileSink, FileTarget, Layouting};

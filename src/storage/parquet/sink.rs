@@ -51,7 +51,8 @@ pub(crate) struct FileTarget {
 }
 
 impl FileTarget {
-    fn properties(&self) -> WriterProperties {
+    /// How the item's files are encoded.
+    pub(crate) fn properties(&self) -> WriterProperties {
         let column_idx = self
             .schema
             .index_of(&self.ordered_on)
@@ -286,6 +287,7 @@ impl<'a> FileSink<'a> {
                 rows: rows as u64,
                 bytes: len,
                 row_groups: None,
+                memory: None,
             })
         }));
         Ok(())

@@ -17,6 +17,7 @@ use crate::storage::manifest::FileEntry;
 use crate::storage::names::{CollectionName, ItemName};
 use crate::storage::parquet::scan;
 use crate::storage::task::SpawnedTask;
+use crate::storage::wal::scan_memory;
 use crate::storage::Engine;
 
 /// Files a forward read decodes ahead of the one being sent.
@@ -41,20 +42,28 @@ impl ScanCtx {
         file: FileEntry,
         range: KeyRange,
     ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
-        let path = self
-            .engine
-            .layout()
-            .data_file(&self.collection, &self.item, &file.name);
-        let s = scan(
-            Arc::clone(self.engine.store()),
-            self.engine.meta_cache(),
-            path,
-            &file,
-            Arc::clone(&self.read_schema),
-            &self.ordered_on,
-            range,
-        )
-        .await?;
+        let s = match &file.memory {
+            Some(rows) => {
+                let rows = scan_memory(rows, &self.read_schema, &self.ordered_on, range)?;
+                stream::iter(rows.map(Ok)).boxed()
+            }
+            None => {
+                let path = self
+                    .engine
+                    .layout()
+                    .data_file(&self.collection, &self.item, &file.name);
+                scan(
+                    Arc::clone(self.engine.store()),
+                    self.engine.meta_cache(),
+                    path,
+                    &file,
+                    Arc::clone(&self.read_schema),
+                    &self.ordered_on,
+                    range,
+                )
+                .await?
+            }
+        };
         let Some(filter) = self.filter.clone() else {
             return Ok(s);
         };

@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::{debug, info};
 
-pub(crate) use budget::MemoryBudget;
+pub(crate) use budget::{MemoryBudget, Reservation};
 pub(crate) use in_flight::{InFlight, InFlightGuard};
 
 use super::catalog::merge_metadata;
@@ -37,6 +37,7 @@ use super::manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution
 use super::names::{CollectionName, ItemName};
 use super::read::At;
 use super::schema::resolve;
+use super::wal::Logged;
 use super::Engine;
 use plan::Planned;
 use prepare::Prepared;
@@ -170,6 +171,10 @@ impl Engine {
                 "delete_range takes no data: use delete_range",
             ));
         }
+        let input = match self.append_to_log(c, i, &opts, &schema, input).await? {
+            Logged::Done(receipt) => return Ok(receipt),
+            Logged::Declined(input) => input,
+        };
         let current = self.live(c, i).await?;
         if opts.mode == WriteMode::Create && current.is_some() {
             return Err(Error::AlreadyExists {
@@ -253,7 +258,7 @@ impl Engine {
         runs: Vec<Run>,
         guard: &mut InFlightGuard,
     ) -> Result<(Arc<Manifest>, Planned, u64)> {
-        let mut retry = self.commit_retry(c, i).await;
+        let mut retry = self.commit_retry(c, i).await?;
         loop {
             // The next version follows the latest one, a deletion's tombstone included.
             let latest = retry.latest().await?;

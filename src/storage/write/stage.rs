@@ -143,6 +143,7 @@ fn memory_run(keyed: Vec<Keyed>) -> Option<Run> {
             rows,
             bytes: 0,
             row_groups: None,
+            memory: None,
         },
         memory: Some(Arc::new(keyed.into_iter().map(|k| k.batch).collect())),
     })

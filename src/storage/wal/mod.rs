@@ -1,0 +1,723 @@
+//! The write-ahead log: appends acknowledged after one log write and sync, visible to
+//! readers at once, persisted as Parquet in the background (InfluxDB 3's pattern).
+//!
+//! ```text
+//! append ─► checks (plain append after the item's end, same schema, fits the budget)
+//!        ─► sort, Arrow IPC ─► lock item: next version, queue the frame, tail entry
+//!        ─► log thread: write + one fdatasync per group ─► acknowledged, visible
+//!
+//! tail of an item (in memory, in version order) ─► persist (background, or before any
+//! other commit of the item): one Parquet file whose row groups end at each entry, one
+//! manifest per entry's version ─► entries dropped ─► segments whose records are all
+//! persisted are deleted
+//! ```
+//!
+//! Guarantees (tested in `tests/storage/wal.rs`):
+//! - An acknowledged append is on disk (its frame is synced) before the reply; a crash
+//!   replays it from the log at the next start, with the same version number.
+//! - Readers see an item as its persisted manifest plus its tail entries that are
+//!   durable: a whole version or nothing, in version order, immediately after the
+//!   acknowledgement.
+//! - Every tail version becomes a manifest of that same version when persisted, so
+//!   versions, snapshots, time travel and `changes_since` mean what they meant.
+//! - Every other commit of the item (upserts, overwrites, deletes, metadata, compaction)
+//!   persists the tail first, holding the item's lock: it drafts on every
+//!   acknowledged write.
+//!
+//! Only appends that land after the item's end (or at it, without `dedup_on`) with the
+//! item's exact schema and no option take the log: those need no merge, so reads stay a
+//! concatenation. Everything else takes the ordinary write path.
+
+mod log;
+
+use std::collections::HashMap;
+use std::path::Path as FsPath;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::error::{Error, Result};
+use super::key::KeyRange;
+use super::manifest::{put_json_if_absent, FileEntry, Manifest, MemoryRows, MANIFEST_FORMAT};
+use super::merge::sort_batch;
+use super::names::{parse_manifest_name, CollectionName, ItemName, Layout};
+use super::parquet::ParallelWriter;
+use super::task::SpawnedTask;
+use super::write::{InFlightGuard, MemoryBudget, Reservation, WriteMode, WriteOptions};
+use super::{Engine, Inner, ItemKey, Options, WriteReceipt};
+use log::{frame, Header, Log};
+
+/// Largest upload (Arrow bytes) that goes through the log; larger ones are staged.
+pub(crate) const WAL_WRITE_MAX: usize = 16 << 20;
+/// A tail this large is persisted without waiting for its age.
+const PERSIST_BYTES: usize = 32 << 20;
+/// How often the persister looks for due tails.
+const PERSIST_TICK: Duration = Duration::from_millis(100);
+
+/// One acknowledged (or being synced) append, held until persisted.
+#[derive(Debug)]
+pub(crate) struct TailEntry {
+    version: u64,
+    committed_at: i64,
+    lsn: u64,
+    /// The rows, sorted, in the item's schema.
+    batch: RecordBatch,
+    min: i64,
+    max: i64,
+    bytes: usize,
+    added: Instant,
+    _share: Reservation,
+}
+
+/// The log and the tails of all items.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    log: Log,
+    tails: Mutex<HashMap<ItemKey, Vec<Arc<TailEntry>>>>,
+    budget: MemoryBudget,
+    persist_after: Duration,
+    wake: Arc<Notify>,
+    persister: Mutex<Option<SpawnedTask<()>>>,
+    /// Held (an exclusive `flock`) while this engine owns the folder.
+    _lock: std::fs::File,
+}
+
+/// What the log did with a write.
+pub(crate) enum Logged {
+    /// Acknowledged through the log.
+    Done(WriteReceipt),
+    /// Not for the log: the upload (what was read of it first) goes the ordinary way.
+    Declined(BoxStream<'static, Result<RecordBatch>>),
+}
+
+impl Wal {
+    /// Open the log in `dir`; returns the records to replay.
+    pub(crate) fn open(
+        dir: &FsPath,
+        bytes: usize,
+        persist_after: Duration,
+    ) -> Result<(Self, Vec<log::Recovered>)> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Wal {
+            message: format!("cannot create {}: {e}", dir.display()),
+        })?;
+        let lock = lock_folder(dir)?;
+        let (log, recovered) = Log::open(dir)?;
+        Ok((
+            Self {
+                log,
+                tails: Mutex::new(HashMap::new()),
+                budget: MemoryBudget::new(bytes, Duration::ZERO),
+                persist_after,
+                wake: Arc::new(Notify::new()),
+                persister: Mutex::new(None),
+                _lock: lock,
+            },
+            recovered,
+        ))
+    }
+
+    fn tails(&self) -> std::sync::MutexGuard<'_, HashMap<ItemKey, Vec<Arc<TailEntry>>>> {
+        self.tails.lock().expect("tails poisoned")
+    }
+
+    /// The item's tail entries: all of them, or only the durable ones (what readers see).
+    fn entries(&self, key: &ItemKey, durable_only: bool) -> Vec<Arc<TailEntry>> {
+        let synced = self.log.synced();
+        self.tails()
+            .get(key)
+            .map(|t| {
+                t.iter()
+                    .filter(|e| !durable_only || e.lsn <= synced)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keep only the entries of `key` that `keep` says (the others were persisted, or
+    /// failed), then delete the log segments nothing needs any more.
+    fn remove(&self, key: &ItemKey, keep: impl Fn(&TailEntry) -> bool) {
+        {
+            let mut tails = self.tails();
+            if let Some(t) = tails.get_mut(key) {
+                t.retain(|e| keep(e));
+                if t.is_empty() {
+                    tails.remove(key);
+                }
+            }
+        }
+        self.delete_segments();
+    }
+
+    /// Delete the closed segments below the oldest record not yet persisted.
+    fn delete_segments(&self) {
+        let oldest = self
+            .tails()
+            .values()
+            .flat_map(|t| t.first())
+            .map(|e| e.lsn)
+            .min();
+        self.log
+            .delete_segments_before(oldest.unwrap_or(self.log.synced() + 1));
+    }
+
+    /// Items whose tail is due for persisting (old, large, or the budget is short).
+    fn due(&self) -> Vec<ItemKey> {
+        let short = self.budget.try_reserve(self.budget.bytes() / 2).is_none();
+        self.tails()
+            .iter()
+            .filter(|(_, t)| {
+                short
+                    || t.first()
+                        .is_some_and(|e| e.added.elapsed() >= self.persist_after)
+                    || t.iter().map(|e| e.bytes).sum::<usize>() >= PERSIST_BYTES
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn items(&self) -> Vec<ItemKey> {
+        self.tails().keys().cloned().collect()
+    }
+}
+
+/// Take the folder for this engine alone: a second server on the same data folder
+/// would append to the same log.
+fn lock_folder(dir: &FsPath) -> Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Wal {
+            message: format!("cannot open {}: {e}", path.display()),
+        })?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; released when it closes.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(Error::Wal {
+                message: format!(
+                    "the data folder is in use by another Flightstore process ({} is locked)",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(file)
+}
+
+/// Whether the options leave a write a plain append (nothing but rows).
+fn plain_append(opts: &WriteOptions) -> bool {
+    let WriteOptions {
+        mode,
+        ordered_on,
+        dedup_on,
+        keep,
+        start,
+        end,
+        row_group_target,
+        file_target_rows,
+        metadata,
+        schema_evolution,
+    } = opts;
+    *mode == WriteMode::Append
+        && ordered_on.is_none()
+        && dedup_on.is_none()
+        && keep.is_none()
+        && start.is_none()
+        && end.is_none()
+        && row_group_target.is_none()
+        && file_target_rows.is_none()
+        && metadata.is_none()
+        && schema_evolution.is_none()
+}
+
+/// The manifest readers see: `base` with `entries` (newer than it) as in-memory files.
+fn overlay(base: Arc<Manifest>, entries: &[Arc<TailEntry>]) -> Arc<Manifest> {
+    let newer: Vec<&Arc<TailEntry>> = entries
+        .iter()
+        .filter(|e| e.version > base.version)
+        .collect();
+    let Some(last) = newer.last() else {
+        return base;
+    };
+    let mut m = (*base).clone();
+    m.version = last.version;
+    m.committed_at = last.committed_at;
+    m.operation = WriteMode::Append.as_str().into();
+    m.files.extend(newer.iter().map(|e| FileEntry {
+        name: format!("(write-ahead log, version {})", e.version),
+        min: e.min,
+        max: e.max,
+        rows: e.batch.num_rows() as u64,
+        bytes: e.bytes as u64,
+        row_groups: None,
+        memory: Some(MemoryRows(e.batch.clone())),
+    }));
+    Arc::new(m)
+}
+
+/// The rows of an in-memory entry inside `range`, in `schema` (a subset of its columns).
+pub(crate) fn scan_memory(
+    rows: &MemoryRows,
+    schema: &SchemaRef,
+    ordered_on: &str,
+    range: KeyRange,
+) -> Result<Option<RecordBatch>> {
+    let batch = &rows.0;
+    let column = batch
+        .column_by_name(ordered_on)
+        .expect("entries hold the ordering column");
+    let keys = super::key::order_keys(ordered_on, column.as_ref())?;
+    let from = range.start.map_or(0, |s| keys.partition_point(|&k| k < s));
+    let to = range
+        .end
+        .map_or(keys.len(), |e| keys.partition_point(|&k| k < e));
+    if from >= to {
+        return Ok(None);
+    }
+    let indices = schema
+        .fields()
+        .iter()
+        .map(|f| batch.schema().index_of(f.name()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Some(batch.project(&indices)?.slice(from, to - from)))
+}
+
+impl Wal {
+    /// Open the log of the local data folder `root` and replay what it holds: records
+    /// of versions not persisted yet become tail entries again.
+    pub(crate) fn recover(root: &FsPath, layout: &Layout, o: &Options) -> Result<Self> {
+        let (wal, recovered) = Wal::open(&root.join("_wal"), o.wal_bytes, o.wal_persist_after)?;
+        let mut expected: HashMap<ItemKey, u64> = HashMap::new();
+        let mut replayed = 0;
+        for r in recovered {
+            let key = (
+                CollectionName::new(r.header.collection.clone())?,
+                ItemName::new(r.header.item.clone())?,
+            );
+            let next = match expected.get(&key) {
+                Some(v) => *v,
+                None => persisted_version(root, layout, &key)? + 1,
+            };
+            if r.header.version < next {
+                continue; // persisted before the restart
+            }
+            if r.header.version > next {
+                return Err(Error::Wal {
+                    message: format!(
+                        "the log holds version {} of {}/{} but the item is at version {}: refusing to start with a gap",
+                        r.header.version, key.0, key.1, next - 1
+                    ),
+                });
+            }
+            let batch = decode(&r.rows)?;
+            let entry = TailEntry {
+                version: r.header.version,
+                committed_at: r.header.committed_at,
+                lsn: r.lsn,
+                min: r.header.min,
+                max: r.header.max,
+                bytes: batch.get_array_memory_size(),
+                batch,
+                // Replayed entries are due at once.
+                added: Instant::now() - o.wal_persist_after,
+                _share: Reservation::none(),
+            };
+            expected.insert(key.clone(), next + 1);
+            wal.tails().entry(key).or_default().push(Arc::new(entry));
+            replayed += 1;
+        }
+        if replayed > 0 {
+            info!(
+                writes = replayed,
+                "replayed acknowledged writes from the log"
+            );
+        }
+        wal.delete_segments();
+        Ok(wal)
+    }
+}
+
+impl Engine {
+    /// Start the background persister (the engine owns it; it holds the engine weakly).
+    pub(crate) fn start_persister(&self) {
+        let Some(wal) = &self.inner.wal else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let wake = Arc::clone(&wal.wake);
+        let task = self.inner.cpu.spawn("persist", persist_loop(weak, wake));
+        *wal.persister.lock().expect("persister poisoned") = Some(task);
+    }
+
+    /// Persist every tail and close the log (a clean shutdown replays nothing).
+    pub(crate) async fn close_wal(&self) {
+        let Some(wal) = &self.inner.wal else {
+            return;
+        };
+        wal.persister.lock().expect("persister poisoned").take();
+        for (c, i) in wal.items() {
+            if let Err(e) = self.persist_tail(&c, &i).await {
+                warn!(collection = %c, item = %i, cause = %e, "cannot persist the log tail at shutdown: it is replayed at the next start");
+            }
+        }
+        wal.log.close();
+    }
+
+    /// Append through the log if the write is a plain append after the item's end;
+    /// otherwise hand the upload back.
+    pub(crate) async fn append_to_log(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        opts: &WriteOptions,
+        schema: &SchemaRef,
+        mut input: BoxStream<'static, Result<RecordBatch>>,
+    ) -> Result<Logged> {
+        let Some(wal) = &self.inner.wal else {
+            return Ok(Logged::Declined(input));
+        };
+        if !plain_append(opts) {
+            return Ok(Logged::Declined(input));
+        }
+        let Some(current) = self.live(c, i).await? else {
+            return Ok(Logged::Declined(input));
+        };
+        if current.live_schema().fields() != schema.fields() {
+            return Ok(Logged::Declined(input));
+        }
+        // Read the upload while it fits the log.
+        let mut batches = Vec::new();
+        let mut bytes = 0;
+        let mut share = Reservation::none();
+        while let Some(b) = input.next().await {
+            let b = b?;
+            let size = b.get_array_memory_size();
+            bytes += size;
+            batches.push(b);
+            let reserved = (bytes <= WAL_WRITE_MAX)
+                .then(|| wal.budget.try_reserve(size))
+                .flatten();
+            match reserved {
+                Some(r) => share.merge(r),
+                None => {
+                    wal.wake.notify_one();
+                    let read = stream::iter(batches.into_iter().map(Ok));
+                    return Ok(Logged::Declined(read.chain(input).boxed()));
+                }
+            }
+        }
+        let declined = |batches: Vec<RecordBatch>| {
+            Ok(Logged::Declined(
+                stream::iter(batches.into_iter().map(Ok)).boxed(),
+            ))
+        };
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows == 0 {
+            return declined(batches);
+        }
+        let settings = current.live_settings().clone();
+        let item_schema = Arc::clone(current.live_schema());
+        let batch = concat_batches(&item_schema, &batches)?;
+        let Ok(sorted) = sort_batch(batch, &settings.ordered_on, true) else {
+            return declined(batches); // the ordinary path says what is wrong
+        };
+        let dedup = !settings.dedup_on.is_empty();
+        // With a key, rows equal on the ordering column might be duplicates: merge them.
+        if dedup && sorted.keys.windows(2).any(|w| w[0] == w[1]) {
+            return declined(batches);
+        }
+        let (min, max) = (sorted.keys[0], sorted.keys[rows - 1]);
+        let ipc = encode(&sorted.batch)?;
+
+        let lock = self.item_lock(c, i).await;
+        let Some(base) = self.persisted_latest(c, i).await?.filter(|m| !m.deleted) else {
+            return declined(batches);
+        };
+        let key = (c.clone(), i.clone());
+        let tail = wal.entries(&key, false);
+        let view = overlay(Arc::clone(&base), &tail);
+        let after_end = view
+            .range()
+            .is_none_or(|(_, end)| if dedup { min > end } else { min >= end });
+        if base.live_schema().fields() != item_schema.fields()
+            || base.live_settings() != &settings
+            || !after_end
+        {
+            drop(lock);
+            return declined(batches);
+        }
+        let version = view.version + 1;
+        let committed_at = self.now().max(view.committed_at);
+        let header = Header {
+            collection: c.to_string(),
+            item: i.to_string(),
+            version,
+            committed_at,
+            min,
+            max,
+        };
+        let lsn = wal.log.append(frame(&header, &ipc))?;
+        wal.tails()
+            .entry(key.clone())
+            .or_default()
+            .push(Arc::new(TailEntry {
+                version,
+                committed_at,
+                lsn,
+                bytes: sorted.batch.get_array_memory_size(),
+                batch: sorted.batch,
+                min,
+                max,
+                added: Instant::now(),
+                _share: share,
+            }));
+        drop(lock);
+        if let Err(e) = wal.log.wait(lsn).await {
+            wal.remove(&key, |entry| entry.lsn < lsn);
+            return Err(e);
+        }
+        debug!(collection = %c, item = %i, version, rows, "append acknowledged through the log");
+        Ok(Logged::Done(WriteReceipt {
+            version,
+            rows_received: rows as u64,
+            rows_written: rows as u64,
+            rows_deleted: 0,
+        }))
+    }
+
+    /// The latest manifest with the item's durable tail entries on top (what readers see).
+    pub(crate) async fn with_tail(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        up_to: Option<u64>,
+    ) -> Result<Option<Arc<Manifest>>> {
+        let Some(wal) = &self.inner.wal else {
+            return self.persisted_latest(c, i).await;
+        };
+        // The tail first: an entry persisted meanwhile is then in the manifest read next.
+        let mut tail = wal.entries(&(c.clone(), i.clone()), true);
+        if let Some(v) = up_to {
+            tail.retain(|e| e.version <= v);
+        }
+        let base = self.persisted_latest(c, i).await?;
+        Ok(match base {
+            Some(m) if !m.deleted => Some(overlay(m, &tail)),
+            other => other,
+        })
+    }
+
+    /// Persist the item's tail (taking its lock); returns the manifest it committed.
+    pub(crate) async fn persist_tail(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+    ) -> Result<Option<Arc<Manifest>>> {
+        let _lock = self.item_lock(c, i).await;
+        self.persist_locked(c, i).await
+    }
+
+    /// Persist the item's tail; the caller holds the item's lock.
+    pub(crate) async fn persist_locked(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+    ) -> Result<Option<Arc<Manifest>>> {
+        let Some(wal) = &self.inner.wal else {
+            return Ok(None);
+        };
+        let key = (c.clone(), i.clone());
+        let all = wal.entries(&key, false);
+        let Some(last) = all.last() else {
+            return Ok(None);
+        };
+        // Entries still syncing are waited for; one that fails is its appender's error.
+        let _ = wal.log.wait(last.lsn).await;
+        let entries = wal.entries(&key, true);
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let base = self
+            .persisted_latest(c, i)
+            .await?
+            .filter(|m| !m.deleted && m.version + 1 == entries[0].version)
+            .ok_or_else(|| Error::Wal {
+                message: format!(
+                    "the tail of {c}/{i} starts at version {} but the item's latest version is not the one before it (another process wrote to this data folder?)",
+                    entries[0].version
+                ),
+            })?;
+        let mut guard = InFlightGuard::new(self, c, i);
+        let result = self
+            .persist_entries(c, i, &base, &entries, &mut guard)
+            .await;
+        self.settle(guard, result.as_ref().ok().map(|m| m.as_ref()))
+            .await;
+        let last = result?;
+        let persisted = last.version;
+        wal.remove(&key, |e| e.version > persisted);
+        info!(
+            collection = %c, item = %i, versions = entries.len(), version = persisted,
+            elapsed_ms = started.elapsed().as_millis() as u64, "log tail persisted"
+        );
+        Ok(Some(last))
+    }
+
+    /// Write `entries` as one file (a row group boundary after each) and one manifest
+    /// per entry.
+    async fn persist_entries(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        base: &Manifest,
+        entries: &[Arc<TailEntry>],
+        guard: &mut InFlightGuard,
+    ) -> Result<Arc<Manifest>> {
+        let settings = base.live_settings();
+        let target = self.file_target(c, i, settings, base.live_schema(), &base.metadata);
+        let props = target.properties();
+        let schema = Arc::clone(&target.schema);
+        let batches: Vec<RecordBatch> = entries.iter().map(|e| e.batch.clone()).collect();
+        let (bytes, ends) = SpawnedTask::spawn_blocking("encode", move || {
+            // One thread: persisting is background work beside the requests.
+            let mut w = ParallelWriter::try_new(schema, props, false)?;
+            let mut ends = Vec::with_capacity(batches.len());
+            for b in &batches {
+                w.write(b)?;
+                w.flush()?;
+                ends.push(w.row_groups());
+            }
+            Ok::<_, Error>((w.into_inner()?, ends))
+        })
+        .join()
+        .await??;
+        let name = format!("{}.parquet", uuid::Uuid::new_v4().simple());
+        let path = target.dir.clone().join(name.as_str());
+        guard.add(path.clone());
+        let len = bytes.len() as u64;
+        {
+            let _writing = guard.writer();
+            self.store()
+                .put(&path, PutPayload::from(Bytes::from(bytes)))
+                .await?;
+        }
+        let total = *ends.last().expect("entries are not empty");
+        let mut rows = 0;
+        let mut last = None;
+        for (e, &end) in entries.iter().zip(&ends) {
+            rows += e.batch.num_rows() as u64;
+            let mut m = base.clone();
+            m.format = MANIFEST_FORMAT;
+            m.version = e.version;
+            m.committed_at = e.committed_at;
+            m.operation = WriteMode::Append.as_str().into();
+            m.files.push(FileEntry {
+                name: name.clone(),
+                min: entries[0].min,
+                max: e.max,
+                rows,
+                bytes: len,
+                row_groups: (end < total).then_some([0, end]),
+                memory: None,
+            });
+            let path = self.layout().manifest(c, i, m.version);
+            if !put_json_if_absent(self.store().as_ref(), &path, &m).await? {
+                return Err(Error::Wal {
+                    message: format!(
+                        "version {} of {c}/{i} was committed by another process: one server per data folder",
+                        m.version
+                    ),
+                });
+            }
+            last = Some(m);
+        }
+        let last = Arc::new(last.expect("entries are not empty"));
+        self.remember_latest(c, i, &last);
+        Ok(last)
+    }
+}
+
+/// The persister: every tick (or when woken), persist the tails that are due, then let
+/// compaction fold the new small files in.
+async fn persist_loop(engine: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(PERSIST_TICK) => {}
+        }
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let engine = Engine { inner };
+        let due = match &engine.inner.wal {
+            Some(wal) => wal.due(),
+            None => return,
+        };
+        for (c, i) in due {
+            match engine.persist_tail(&c, &i).await {
+                Ok(Some(m)) => engine.after_write(&c, &i, &m).await,
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(collection = %c, item = %i, cause = %e, "cannot persist the log tail; retrying")
+                }
+            }
+        }
+    }
+}
+
+/// Arrow IPC stream of one batch.
+fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+/// The batch of a record's IPC stream (all of its batches, concatenated).
+fn decode(bytes: &Bytes) -> Result<RecordBatch> {
+    let reader = StreamReader::try_new(std::io::Cursor::new(bytes.as_ref()), None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+/// The item's latest version on disk (0 if none), read from its manifest folder.
+fn persisted_version(root: &FsPath, layout: &Layout, key: &ItemKey) -> Result<u64> {
+    let dir = root.join(layout.manifest_dir(&key.0, &key.1).as_ref());
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(Error::Wal {
+                message: format!("cannot list {}: {e}", dir.display()),
+            })
+        }
+    };
+    let mut latest = 0;
+    for entry in entries.flatten() {
+        if let Some(v) = entry.file_name().to_str().and_then(parse_manifest_name) {
+            latest = latest.max(v);
+        }
+    }
+    Ok(latest)
+}

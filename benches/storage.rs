@@ -3,6 +3,15 @@
 //!
 //! `cargo bench --bench storage` (set `TICKS_ROWS` to change the 10M default).
 //! Reported as medians; compare `flightstore/*` with `baseline/*` of the same step.
+//!
+//! The ticks look like real trades (`TICKS_DATA=regular` gives the old, regular ones):
+//! timestamps 1 ms apart with +-0.4 ms jitter at microsecond resolution, random-walk
+//! prices, exponential sizes rounded to 0.01, random sides, sequential trade ids. Every
+//! value is a function of the row number, so a block of rows (an append, an upsert) is
+//! the same rows wherever it is made.
+//!
+//! The engine runs as the server does, with its write-ahead log; `append_100k` is also
+//! measured without it (`flightstore_no_wal`).
 
 use std::fs::File;
 use std::sync::Arc;
@@ -40,22 +49,73 @@ fn tick_schema() -> SchemaRef {
     ]))
 }
 
+/// Whether the ticks are the old regular ones (`TICKS_DATA=regular`).
+fn regular() -> bool {
+    std::env::var("TICKS_DATA").is_ok_and(|d| d == "regular")
+}
+
+/// A well-mixed 64-bit hash of a row number and a stream (splitmix64).
+fn mix(i: i64, stream: u64) -> u64 {
+    let mut z = (i as u64).wrapping_add(stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Uniform in (0, 1) from a row number and a stream.
+fn uniform(i: i64, stream: u64) -> f64 {
+    ((mix(i, stream) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+}
+
+/// Timestamp of row `i`: 1 ms steps, +-0.4 ms of jitter at microsecond resolution
+/// (strictly increasing: neighbours are at least 0.2 ms apart).
+fn ts_of(i: i64) -> i64 {
+    if regular() {
+        return T0 + i * STEP;
+    }
+    let jitter_us = (mix(i, 1) % 801) as i64 - 400;
+    T0 + i * STEP + jitter_us * 1000
+}
+
 /// Rows `[from, to)` of the tick table, in batches; `bump` shifts prices (for upserts).
 fn ticks(from: i64, to: i64, bump: f64) -> Vec<RecordBatch> {
     let schema = tick_schema();
+    let regular = regular();
+    // A random walk from the block's first row (multiplicative steps of ~1e-4).
+    let mut price = 100.0 * (1.0 + 0.05 * (from as f64 * 1e-7).sin()) + bump;
     (from..to)
         .step_by(BATCH_ROWS)
         .map(|start| {
             let end = (start + BATCH_ROWS as i64).min(to);
             let ids: Vec<i64> = (start..end).collect();
-            let ts = TimestampNanosecondArray::from_iter_values(ids.iter().map(|i| T0 + i * STEP))
+            let ts = TimestampNanosecondArray::from_iter_values(ids.iter().map(|&i| ts_of(i)))
                 .with_timezone("UTC");
-            let price = Float64Array::from_iter_values(
-                ids.iter().map(|i| 100.0 + (*i % 1000) as f64 * 0.01 + bump),
-            );
-            let size = Float64Array::from_iter_values(ids.iter().map(|i| ((i * 7) % 500) as f64));
-            let side =
-                Int8Array::from_iter_values(ids.iter().map(|i| if i % 3 == 0 { -1 } else { 1 }));
+            let price = Float64Array::from_iter_values(ids.iter().map(|&i| {
+                if regular {
+                    return 100.0 + (i % 1000) as f64 * 0.01 + bump;
+                }
+                let z = (uniform(i, 2) + uniform(i, 3) + uniform(i, 4) - 1.5) * 2.0;
+                price *= 1.0 + 1e-4 * z;
+                price
+            }));
+            let size = Float64Array::from_iter_values(ids.iter().map(|&i| {
+                if regular {
+                    return ((i * 7) % 500) as f64;
+                }
+                (-uniform(i, 5).ln() * 50.0 * 100.0).round() / 100.0
+            }));
+            let side = Int8Array::from_iter_values(ids.iter().map(|&i| {
+                let down = if regular {
+                    i % 3 == 0
+                } else {
+                    mix(i, 6) & 1 == 0
+                };
+                if down {
+                    -1
+                } else {
+                    1
+                }
+            }));
             RecordBatch::try_new(
                 Arc::clone(&schema),
                 vec![
@@ -82,6 +142,8 @@ struct Fixture {
     rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
     engine: Engine,
+    /// The same engine settings without the write-ahead log.
+    engine_no_wal: Engine,
     plain: std::path::PathBuf,
     dir: std::path::PathBuf,
     c: CollectionName,
@@ -95,11 +157,14 @@ impl Fixture {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(
-            dir.path().join("store").to_str().unwrap(),
-            Options::default(),
-        )
-        .unwrap();
+        let open = |folder: &str, wal: bool| {
+            let options = Options {
+                wal,
+                ..Options::default()
+            };
+            Engine::open(dir.path().join(folder).to_str().unwrap(), options).unwrap()
+        };
+        let (engine, engine_no_wal) = (open("store", true), open("store-no-wal", false));
         let n = rows_env();
         let fixture = Self {
             rt,
@@ -107,17 +172,28 @@ impl Fixture {
             dir: dir.path().to_path_buf(),
             _dir: dir,
             engine,
+            engine_no_wal,
             c: CollectionName::new("bench").unwrap(),
             n,
         };
         fixture.write_engine("ticks", ticks(0, n, 0.0), WriteMode::Overwrite);
         // Appends go to their own item: criterion runs them many times.
         fixture.write_engine("appended", ticks(0, n, 0.0), WriteMode::Overwrite);
+        fixture.write_to(
+            &fixture.engine_no_wal,
+            "appended",
+            ticks(0, n, 0.0),
+            WriteMode::Overwrite,
+        );
         write_plain(&fixture.plain, &ticks(0, n, 0.0));
         fixture
     }
 
     fn write_engine(&self, item: &str, batches: Vec<RecordBatch>, mode: WriteMode) {
+        self.write_to(&self.engine, item, batches, mode)
+    }
+
+    fn write_to(&self, engine: &Engine, item: &str, batches: Vec<RecordBatch>, mode: WriteMode) {
         let i = ItemName::new(item).unwrap();
         let opts = WriteOptions {
             mode,
@@ -126,7 +202,7 @@ impl Fixture {
         };
         let input = stream::iter(batches.into_iter().map(Ok)).boxed();
         self.rt
-            .block_on(self.engine.write(&self.c, &i, opts, tick_schema(), input))
+            .block_on(engine.write(&self.c, &i, opts, tick_schema(), input))
             .unwrap();
     }
 
@@ -218,6 +294,18 @@ fn benches(c: &mut Criterion) {
             next += block;
         })
     });
+    let mut next = n;
+    g.bench_function("append_100k/flightstore_no_wal", |b| {
+        b.iter(|| {
+            f.write_to(
+                &f.engine_no_wal,
+                "appended",
+                ticks(next, next + block, 0.0),
+                WriteMode::Append,
+            );
+            next += block;
+        })
+    });
     // Baseline: a dataset of Parquet files, one new file per append.
     let mut k = 0;
     g.bench_function("append_100k/baseline", |b| {
@@ -245,7 +333,7 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let (start, end) = (T0 + n / 2 * STEP, T0 + (n / 2 + n / 100) * STEP);
+    let (start, end) = (ts_of(n / 2), ts_of(n / 2 + n / 100));
     g.bench_function("read_1pct/flightstore", |b| {
         b.iter(|| {
             let opts = ReadOptions {
@@ -307,11 +395,11 @@ fn benches(c: &mut Criterion) {
                     out.push(batch);
                     continue;
                 }
-                out.push(in_range(&batch, T0 + lo * STEP, T0 + from * STEP));
+                out.push(in_range(&batch, ts_of(lo), ts_of(from)));
                 if lo <= from {
                     out.extend(updates.iter().cloned());
                 }
-                out.push(in_range(&batch, T0 + to * STEP, T0 + (hi + 1) * STEP));
+                out.push(in_range(&batch, ts_of(to), ts_of(hi) + 1));
             }
             write_plain(&f.dir.join("upserted.parquet"), &out);
         })

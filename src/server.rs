@@ -38,6 +38,7 @@ impl Default for Config {
             endpoint_rows: ENDPOINT_ROWS,
             options: Options {
                 compact_in_background: true,
+                wal: true,
                 ..Options::default()
             },
         }

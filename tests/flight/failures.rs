@@ -1,7 +1,8 @@
 //! Failures a client must see as failures, and what the server's memory does under load:
 //! a read that breaks part way is `INTERNAL`, never a shorter stream; an upload whose
 //! client goes away leaves no files behind; path descriptors name one item one way;
-//! sixteen concurrent uploads stay within the upload memory budget.
+//! sixteen concurrent uploads stay within the upload memory budget; appends acknowledged
+//! through the write-ahead log survive a `kill -9`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -157,12 +158,16 @@ async fn a_path_segment_holding_a_slash_names_the_same_item_as_split_segments() 
 struct ServerProcess {
     child: Child,
     addr: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
     fn start(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    /// A server on the data folder `dir` (kept until the process is dropped).
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flightstore"))
             .args(["serve", "--bind", "127.0.0.1:0", "--data"])
             .arg(dir.path())
@@ -189,11 +194,15 @@ impl ServerProcess {
         };
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Self { child, addr, dir }
+    }
+
+    /// `kill -9`: no shutdown, no persisting; returns the data folder.
+    fn kill(mut self) -> tempfile::TempDir {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
     }
 
     /// The process' peak resident memory (`VmHWM`), in MiB.
@@ -290,4 +299,64 @@ async fn sixteen_concurrent_uploads_stay_within_the_memory_budget() {
         peak < idle + bound,
         "peak RSS {peak} MiB (idle {idle} MiB) grew by more than {bound} MiB for 16 uploads of 20 MiB with a {BUDGET_MIB} MiB budget"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_acknowledged_before_a_kill_9_are_all_there_once_after_restart() {
+    // Two writers append 500-row batches (through the write-ahead log) to their own
+    // items as fast as acknowledgements come; the server is killed mid-stream.
+    const BATCH: i64 = 500;
+    let server = ServerProcess::start(&[]);
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let mut client = connect(&server.addr).await;
+        writers.push(tokio::spawn(async move {
+            let mut acked = 0i64; // batches acknowledged, in order
+            loop {
+                let ids = acked * BATCH..(acked + 1) * BATCH;
+                match put(
+                    &mut client,
+                    path("c", &format!("w{w}")),
+                    vec![ticks(ids, 0.0)],
+                )
+                .await
+                {
+                    Ok(receipt) => {
+                        assert_eq!(receipt["version"], acked + 1);
+                        acked += 1;
+                    }
+                    Err(_) => return acked, // the server is gone
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dir = server.kill();
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.push(w.await.unwrap());
+    }
+    assert!(
+        acked.iter().all(|&a| a > 2),
+        "too few appends to test: {acked:?}"
+    );
+    let server = ServerProcess::start_in(dir, &[]);
+    let mut client = connect(&server.addr).await;
+    for (w, &n) in acked.iter().enumerate() {
+        let got = ids(&get(
+            &mut client,
+            json!({"collection": "c", "item": format!("w{w}")}),
+        )
+        .await
+        .unwrap());
+        // Every acknowledged batch once, in order; the one in flight whole or not at all.
+        let batches = got.len() as i64 / BATCH;
+        assert_eq!(got.len() as i64 % BATCH, 0, "writer {w}: a partial batch");
+        assert!(
+            batches == n || batches == n + 1,
+            "writer {w}: {batches} batches, {n} acked"
+        );
+        assert_eq!(got, (0..batches * BATCH).collect::<Vec<_>>(), "writer {w}");
+        println!("writer {w}: {n} appends acknowledged, {batches} after restart");
+    }
 }

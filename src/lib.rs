@@ -18,6 +18,10 @@
 //! ```text
 //! DoPut ─► flight/do_put: descriptor ─► request::write_options
 //!   ─► storage Engine::write (on the CPU runtime)
+//!        wal            a plain append after the item's end: Arrow IPC to the log,
+//!                       one fdatasync per group of writers, acknowledged; persisted as
+//!                       Parquet in the background (one manifest per version)
+//!        otherwise:
 //!        write/prepare  settings, schema evolution, key and range of the write
 //!        write/stage    chunks under the memory budget ─► merge/sort ─► parquet/sink:
 //!                       run files, invisible until the commit
@@ -33,7 +37,8 @@
 //! GetFlightInfo ─► flight/read ─► storage Engine::plan_read ─► ReadPlan (version,
 //!                  schema, estimates, splits) ─► one ticket per split (request::ticket)
 //! DoGet ticket  ─► Engine::plan_read ─► Engine::execute
-//!                  read/scan: files decode ahead on the CPU runtime (parquet/scan prunes
+//!                  (the stored manifest plus the log's durable entries, in memory)
+//!                  read/scan: files decode ahead on the reader's runtime (parquet/scan prunes
 //!                  row groups and pages) ─► filter, n_prev, limit/last, projection
 //!                  ─► FlightDataEncoder ─► the client
 //! ```

@@ -14,6 +14,8 @@
 //!  manifest/commit  put-if-absent _manifest/<v+1>.json,    filter, n_prev, limit/last,
 //!                   the one retry loop                     projection ─► batches in order
 //!        │
+//!  wal   plain appends after the end: acknowledged after one log sync, read from
+//!        memory, persisted by the background persister (one manifest per version)
 //!  compact/compactor  one background thread merges small files (compact/policy)
 //!  compact/vacuum     removes versions past retention and orphan files
 //! ```
@@ -36,6 +38,7 @@
 //! - [`manifest`]: the version format, loading, commits.
 //! - [`write`], [`read`]: the write and read paths; [`merge`] and [`parquet`] under them.
 //! - [`compact`]: the compaction policy, the background compactor, vacuum.
+//! - [`wal`]: the write-ahead log of appends.
 //! - [`names`] (validated names, the object layout), [`key`] (ordering keys, ranges,
 //!   periods), [`schema`] (evolution), [`gaps`] (missing intervals).
 

@@ -11,7 +11,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::info;
 
-use crate::flight::{FlightStore, ENDPOINT_ROWS, MAX_MESSAGE_BYTES};
+use crate::flight::{FlightStore, ZeroCopyLayer, ENDPOINT_ROWS, MAX_MESSAGE_BYTES};
 use crate::storage::{Engine, Options};
 
 /// What `flightstore serve` needs.
@@ -78,11 +78,10 @@ impl Bound {
         info!(%addr, data = %self.config.data, "flightstore listening");
         let limit = self.config.max_message_bytes;
         let engine = self.engine.clone();
-        let service = FlightServiceServer::new(
-            FlightStore::new(self.engine).with_endpoint_rows(self.config.endpoint_rows),
-        )
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+        let store = FlightStore::new(self.engine).with_endpoint_rows(self.config.endpoint_rows);
+        let service = FlightServiceServer::new(store.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
         // Small Flight messages must not wait for Nagle; large windows keep bulk
         // transfers from stalling on flow control (see PERF-NOTES.md).
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
@@ -90,6 +89,8 @@ impl Bound {
             .initial_stream_window_size(16 << 20)
             .initial_connection_window_size(32 << 20)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            // DoGet writes its frames itself, sharing the column buffers (zero_copy.rs).
+            .layer(ZeroCopyLayer::new(store))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

@@ -4,7 +4,8 @@
 //! ```text
 //! DoPut          do_put.rs   descriptor + schema ─► request::write_options ─► Engine::write
 //! GetFlightInfo  read.rs     ReadRequest ─► Engine::plan_read ─► splits ─► one ticket each
-//! DoGet          read.rs     ticket ─► Engine::plan_read ─► Engine::execute ─► IPC frames
+//! DoGet          zero_copy.rs ticket ─► read.rs (plan, execute) ─► IPC frames that share
+//!                            the column buffers ─► HTTP/2 (the tonic path: read.rs)
 //! ListFlights    read.rs     Engine::list_items ─► item_info per item
 //! DoAction       actions.rs  body ─► one engine call ─► JSON result
 //! ```
@@ -18,6 +19,7 @@ mod do_put;
 mod error;
 mod read;
 mod request;
+mod zero_copy;
 
 use std::pin::Pin;
 
@@ -35,6 +37,7 @@ use crate::storage::Engine;
 
 pub use actions::ACTIONS;
 pub use error::{Error, Result, MAX_STATUS_MESSAGE_BYTES};
+pub use zero_copy::{ZeroCopyDoGet, ZeroCopyLayer};
 
 /// Target size of a `FlightData` message the server sends: larger batches are split,
 /// which keeps messages under the 4 MiB receive limit many gRPC clients default to.

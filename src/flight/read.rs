@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
@@ -11,6 +13,7 @@ use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, SchemaAsIpc, SchemaResult, Ticket,
 };
 use flightstore_client::proto;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use tonic::Status;
@@ -94,20 +97,24 @@ impl FlightStore {
     /// `DoGet`: a server-issued ticket or a client's own `ReadRequest`, streamed in key
     /// order. A failure part way is a status at the end of the stream, never a short one.
     pub(super) async fn get(&self, ticket: Ticket) -> Result<RpcStream<arrow_flight::FlightData>> {
+        let (schema, batches) = self.read_batches(ticket).await?;
+        Ok(encode_frames(schema, batches))
+    }
+
+    /// The batches a ticket reads, in key order; a failure part way is an error item.
+    pub(super) async fn read_batches(
+        &self,
+        ticket: Ticket,
+    ) -> Result<(
+        SchemaRef,
+        BoxStream<'static, std::result::Result<RecordBatch, Status>>,
+    )> {
         let req: proto::ReadRequest = decode("ticket (ReadRequest)", &ticket.ticket)?;
         let plan = self.plan(&req).await?;
         debug!(collection = %plan.collection(), item = %plan.item(), version = plan.version(), "do_get");
         let out = self.engine.execute(&plan, &plan.whole()).await?;
-        let batches = out
-            .stream
-            .map_err(|e| FlightError::from(Status::from(Error::from(e))));
-        let frames = FlightDataEncoderBuilder::new()
-            .with_schema(out.schema)
-            .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
-            .with_dictionary_handling(DictionaryHandling::Resend)
-            .build(batches)
-            .map_err(Status::from);
-        Ok(frames.boxed())
+        let batches = out.stream.map_err(|e| Status::from(Error::from(e)));
+        Ok((out.schema, batches.boxed()))
     }
 
     /// `ListFlights`: every live item of the collections the criteria select.
@@ -168,4 +175,19 @@ impl FlightStore {
             .with_ordered(true)
             .with_app_metadata(meta.to_string()))
     }
+}
+
+/// `FlightData` of `batches` through arrow-flight's encoder (schema first, batches split
+/// to [`MAX_FLIGHT_DATA_BYTES`], dictionaries resent with each batch).
+pub(super) fn encode_frames(
+    schema: SchemaRef,
+    batches: BoxStream<'static, std::result::Result<RecordBatch, Status>>,
+) -> RpcStream<arrow_flight::FlightData> {
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+        .with_dictionary_handling(DictionaryHandling::Resend)
+        .build(batches.map_err(FlightError::from))
+        .map_err(Status::from)
+        .boxed()
 }

@@ -473,7 +473,11 @@ impl Engine {
             min,
             max,
         };
-        let lsn = wal.log.append(frame(&header, &ipc))?;
+        let Ok(lsn) = wal.log.append(frame(&header, &ipc)) else {
+            // The log failed earlier: acknowledge through a Parquet commit instead.
+            drop(lock);
+            return declined(batches);
+        };
         wal.tails()
             .entry(key.clone())
             .or_default()
@@ -524,14 +528,38 @@ impl Engine {
         })
     }
 
-    /// Persist the item's tail (taking its lock); returns the manifest it committed.
+    /// Persist the item's tail (the background persister); returns the manifest it
+    /// committed. The file is encoded and written without the item's lock, so appends
+    /// go on meanwhile; the manifests are committed under it.
     pub(crate) async fn persist_tail(
         &self,
         c: &CollectionName,
         i: &ItemName,
     ) -> Result<Option<Arc<Manifest>>> {
+        let Some((base, entries)) = self.durable_tail(c, i).await? else {
+            return Ok(None);
+        };
+        let mut guard = InFlightGuard::new(self, c, i);
+        let file = self
+            .write_tail_file(c, i, &base, &entries, &mut guard)
+            .await;
         let _lock = self.item_lock(c, i).await;
-        self.persist_locked(c, i).await
+        let unchanged = self
+            .persisted_latest(c, i)
+            .await?
+            .is_some_and(|m| m.version == base.version);
+        if !unchanged {
+            // Another commit persisted the tail meanwhile: ours is not needed.
+            self.settle(guard, None).await;
+            return self.persist_locked(c, i).await;
+        }
+        let result = match file {
+            Ok(file) => self.commit_tail(c, i, &base, &entries, &file).await,
+            Err(e) => Err(e),
+        };
+        self.settle(guard, result.as_ref().ok().map(|m| m.as_ref()))
+            .await;
+        self.tail_persisted(c, i, &entries, result)
     }
 
     /// Persist the item's tail; the caller holds the item's lock.
@@ -540,59 +568,91 @@ impl Engine {
         c: &CollectionName,
         i: &ItemName,
     ) -> Result<Option<Arc<Manifest>>> {
+        let Some((base, entries)) = self.durable_tail(c, i).await? else {
+            return Ok(None);
+        };
+        let mut guard = InFlightGuard::new(self, c, i);
+        let result = match self
+            .write_tail_file(c, i, &base, &entries, &mut guard)
+            .await
+        {
+            Ok(file) => self.commit_tail(c, i, &base, &entries, &file).await,
+            Err(e) => Err(e),
+        };
+        self.settle(guard, result.as_ref().ok().map(|m| m.as_ref()))
+            .await;
+        self.tail_persisted(c, i, &entries, result)
+    }
+
+    /// The item's stored manifest and its durable tail entries (waiting for those still
+    /// syncing), or `None` if there is nothing to persist.
+    async fn durable_tail(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+    ) -> Result<Option<(Arc<Manifest>, Vec<Arc<TailEntry>>)>> {
         let Some(wal) = &self.inner.wal else {
             return Ok(None);
         };
         let key = (c.clone(), i.clone());
-        let all = wal.entries(&key, false);
-        let Some(last) = all.last() else {
+        let Some(last) = wal.entries(&key, false).pop() else {
             return Ok(None);
         };
-        // Entries still syncing are waited for; one that fails is its appender's error.
+        // An entry that fails to sync is its appender's error, not this one's.
         let _ = wal.log.wait(last.lsn).await;
         let entries = wal.entries(&key, true);
-        if entries.is_empty() {
+        let Some(first) = entries.first() else {
             return Ok(None);
-        }
-        let started = Instant::now();
+        };
         let base = self
             .persisted_latest(c, i)
             .await?
-            .filter(|m| !m.deleted && m.version + 1 == entries[0].version)
+            .filter(|m| !m.deleted && m.version + 1 == first.version)
             .ok_or_else(|| Error::Wal {
                 message: format!(
                     "the tail of {c}/{i} starts at version {} but the item's latest version is not the one before it (another process wrote to this data folder?)",
-                    entries[0].version
+                    first.version
                 ),
             })?;
-        let mut guard = InFlightGuard::new(self, c, i);
-        let result = self
-            .persist_entries(c, i, &base, &entries, &mut guard)
-            .await;
-        self.settle(guard, result.as_ref().ok().map(|m| m.as_ref()))
-            .await;
+        Ok(Some((base, entries)))
+    }
+
+    /// Drop the persisted entries from the tail; log what was done.
+    fn tail_persisted(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        entries: &[Arc<TailEntry>],
+        result: Result<Arc<Manifest>>,
+    ) -> Result<Option<Arc<Manifest>>> {
         let last = result?;
         let persisted = last.version;
-        wal.remove(&key, |e| e.version > persisted);
+        if let Some(wal) = &self.inner.wal {
+            wal.remove(&(c.clone(), i.clone()), |e| e.version > persisted);
+        }
         info!(
             collection = %c, item = %i, versions = entries.len(), version = persisted,
-            elapsed_ms = started.elapsed().as_millis() as u64, "log tail persisted"
+            "log tail persisted"
         );
         Ok(Some(last))
     }
 
-    /// Write `entries` as one file (a row group boundary after each) and one manifest
-    /// per entry.
-    async fn persist_entries(
+    /// Write `entries` as one Parquet file, a row group boundary after each.
+    async fn write_tail_file(
         &self,
         c: &CollectionName,
         i: &ItemName,
         base: &Manifest,
         entries: &[Arc<TailEntry>],
         guard: &mut InFlightGuard,
-    ) -> Result<Arc<Manifest>> {
-        let settings = base.live_settings();
-        let target = self.file_target(c, i, settings, base.live_schema(), &base.metadata);
+    ) -> Result<TailFile> {
+        let target = self.file_target(
+            c,
+            i,
+            base.live_settings(),
+            base.live_schema(),
+            &base.metadata,
+        );
         let props = target.properties();
         let schema = Arc::clone(&target.schema);
         let batches: Vec<RecordBatch> = entries.iter().map(|e| e.batch.clone()).collect();
@@ -612,17 +672,31 @@ impl Engine {
         let name = format!("{}.parquet", uuid::Uuid::new_v4().simple());
         let path = target.dir.clone().join(name.as_str());
         guard.add(path.clone());
-        let len = bytes.len() as u64;
-        {
-            let _writing = guard.writer();
-            self.store()
-                .put(&path, PutPayload::from(Bytes::from(bytes)))
-                .await?;
-        }
-        let total = *ends.last().expect("entries are not empty");
+        let bytes_len = bytes.len() as u64;
+        let _writing = guard.writer();
+        self.store()
+            .put(&path, PutPayload::from(Bytes::from(bytes)))
+            .await?;
+        Ok(TailFile {
+            name,
+            bytes: bytes_len,
+            ends,
+        })
+    }
+
+    /// Commit one manifest per entry: `base`'s files and the rows of `file` up to it.
+    async fn commit_tail(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        base: &Manifest,
+        entries: &[Arc<TailEntry>],
+        file: &TailFile,
+    ) -> Result<Arc<Manifest>> {
+        let total = *file.ends.last().expect("entries are not empty");
         let mut rows = 0;
         let mut last = None;
-        for (e, &end) in entries.iter().zip(&ends) {
+        for (e, &end) in entries.iter().zip(&file.ends) {
             rows += e.batch.num_rows() as u64;
             let mut m = base.clone();
             m.format = MANIFEST_FORMAT;
@@ -630,11 +704,11 @@ impl Engine {
             m.committed_at = e.committed_at;
             m.operation = WriteMode::Append.as_str().into();
             m.files.push(FileEntry {
-                name: name.clone(),
+                name: file.name.clone(),
                 min: entries[0].min,
                 max: e.max,
                 rows,
-                bytes: len,
+                bytes: file.bytes,
                 row_groups: (end < total).then_some([0, end]),
                 memory: None,
             });
@@ -653,6 +727,14 @@ impl Engine {
         self.remember_latest(c, i, &last);
         Ok(last)
     }
+}
+
+/// A Parquet file holding tail entries, row groups `[0, ends[k])` being entries `..=k`.
+#[derive(Debug)]
+struct TailFile {
+    name: String,
+    bytes: u64,
+    ends: Vec<usize>,
 }
 
 /// The persister: every tick (or when woken), persist the tails that are due, then let

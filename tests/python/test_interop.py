@@ -122,3 +122,26 @@ def test_errors_carry_the_right_codes(client):
     with pytest.raises(pa.ArrowInvalid):
         put(client, flight.FlightDescriptor.for_path("IOT", "nulls"), bad)
     assert "nulls" not in action(client, "list_items", collection="IOT")
+
+
+def test_each_append_is_readable_as_soon_as_it_is_acknowledged(client):
+    # Appends after the end are acknowledged through the write-ahead log: a read right
+    # after the reply sees them, with consecutive versions.
+    descriptor = flight.FlightDescriptor.for_path("IOT", "sensor-1")
+    start = pd.Timestamp("2024-03-01", tz="UTC")
+
+    def block(k, rows=100):
+        ts = start + pd.to_timedelta(np.arange(k * rows, (k + 1) * rows), unit="s")
+        return pa.table({"ts": pa.array(ts), "temp": np.random.default_rng(k).normal(20, 1, rows)})
+
+    for k in range(30):
+        receipt = put(client, descriptor, block(k))
+        assert receipt["version"] == k + 1
+        assert receipt["rows_written"] == 100
+        got = read(client, collection="IOT", item="sensor-1")
+        assert got.num_rows == (k + 1) * 100
+        assert got.column("ts")[-1].as_py() == block(k).column("ts")[-1].as_py()
+    (info,) = [i for i in client.list_flights() if i.descriptor.path == [b"IOT", b"sensor-1"]]
+    assert info.total_records == 3000
+    at_10 = read(client, collection="IOT", item="sensor-1", version=10)
+    assert at_10.num_rows == 1000

@@ -6,7 +6,27 @@ users run in-process today, on the same tick workload in one run.
 Systems: Flightstore (release server), a pyarrow Flight server holding the table in
 memory, raw pyarrow Parquet files, ArcticDB (LMDB), DuckDB (native table), Polars
 (Parquet files). Every result is checked (row counts, exact range contents, upsert
-applied); medians go to a table, JSON and a bar chart.
+applied, order kept); medians go to a table, JSON and a bar chart.
+
+Each system is driven the way its own users would, on its fastest documented path:
+its input is already in its native form (made outside the timers: an Arrow table for
+the Flight servers, pyarrow and DuckDB, a Polars frame for Polars, a pandas frame with
+a tz-naive UTC DatetimeIndex for ArcticDB), and every read returns a pyarrow Table
+(ArcticDB through its Arrow output format, DuckDB with fetch_arrow_table and no ORDER
+BY: it keeps insertion order, and the checks verify the order).
+
+Data (--data, default realistic; seeded, the same rows every run; the description also
+goes to the JSON as `data`). Row i has the same timestamp and key wherever it is
+generated, so appended blocks continue the table and upserts hit stored rows:
+  regular    ticks exactly 1 ms apart, price/size/side cycling with the row index
+             (the earlier benchmark: ts, price f64, size f64, side i8, trade_id i64)
+  realistic  ticks 1 ms apart with uniform +-0.4 ms jitter at microsecond resolution,
+             price a geometric random walk 100*exp(cumsum(N(0, 1e-4))), size
+             exponential (mean 100) rounded to 0.01, side random -1/1, trade_id i64
+  symbols    realistic plus a utf8 `symbol`: 500 tickers, zipf-like frequencies
+  sensors    IoT rows on realistic timestamps: seq i64 plus 20 readings (8 temperature
+             random walks, 4 humidities, pressure, voltage f64; 2 counters i64; 4
+             low-cardinality status codes i32)
 """
 import argparse
 import glob
@@ -29,7 +49,19 @@ STEPS = ["write_10m", "append_100k", "read_all", "read_1pct", "read_2_columns", 
 BLOCK = 100_000
 
 
-class FlightSystem:
+class System:
+    """The common surface; `native` turns the shared Arrow input into what the system's
+    users hold (called outside the timers)."""
+
+    @staticmethod
+    def native(table):
+        return table
+
+    def close(self):
+        pass
+
+
+class FlightSystem(System):
     """A Flight server; the client side is this process."""
 
     def __init__(self, server):
@@ -60,7 +92,7 @@ class FlightSystem:
         self.server.stop()
 
 
-class ParquetFiles:
+class ParquetFiles(System):
     """Raw pyarrow Parquet: a folder of files, one per write or append."""
 
     name = "pyarrow-parquet"
@@ -100,11 +132,8 @@ class ParquetFiles:
         hi = np.searchsorted(ts, table.column("ts")[-1].value, "right")
         self.write(pa.concat_tables([old.slice(0, lo), table, old.slice(hi)]))
 
-    def close(self):
-        pass
 
-
-class Polars:
+class Polars(System):
     """Polars over Parquet files (the way Polars users store frames)."""
 
     name = "polars"
@@ -124,13 +153,16 @@ class Polars:
     def _glob(self):
         return os.path.join(self.dir, "*.parquet")
 
-    def write(self, table):
+    def native(self, table):
+        return self.pl.from_arrow(table)
+
+    def write(self, frame):
         for f in glob.glob(self._glob()):
             os.remove(f)
-        self.pl.from_arrow(table).write_parquet(self._file())
+        frame.write_parquet(self._file())
 
-    def append(self, table):
-        self.pl.from_arrow(table).write_parquet(self._file())
+    def append(self, frame):
+        frame.write_parquet(self._file())
 
     def read_all(self):
         return self.pl.read_parquet(self._glob()).to_arrow()
@@ -144,19 +176,14 @@ class Polars:
     def read_columns(self, columns):
         return self.pl.read_parquet(self._glob(), columns=columns).to_arrow()
 
-    def upsert(self, table):
+    def upsert(self, new):
         pl = self.pl
-        new = pl.from_arrow(table)
         old = pl.read_parquet(self._glob())
         lo, hi = new["ts"][0], new["ts"][-1]
-        merged = pl.concat([old.filter(pl.col("ts") < lo), new, old.filter(pl.col("ts") > hi)])
-        self.write(merged.to_arrow())
-
-    def close(self):
-        pass
+        self.write(pl.concat([old.filter(pl.col("ts") < lo), new, old.filter(pl.col("ts") > hi)]))
 
 
-class DuckDB:
+class DuckDB(System):
     """DuckDB's native table in a database file."""
 
     name = "duckdb"
@@ -177,31 +204,44 @@ class DuckDB:
         self.con.execute("INSERT INTO ticks SELECT * FROM incoming")
         self.con.unregister("incoming")
 
+    # Reads: relations (con.sql) fetched as Arrow, which DuckDB converts in parallel
+    # (execute() converts its materialized result on one thread, about twice as slow
+    # here). No ORDER BY: the table was inserted in ts order, DuckDB keeps insertion
+    # order (preserve_insertion_order, on by default) and upserts update rows in place.
     def read_all(self):
-        return self.con.execute("SELECT * FROM ticks ORDER BY ts").fetch_arrow_table()
+        return self.con.sql("SELECT * FROM ticks").fetch_arrow_table()
 
     def read_range(self, start, end):
-        # Arrow timestamp[ns, UTC] becomes TIMESTAMPTZ (microseconds) in DuckDB.
-        q = "SELECT * FROM ticks WHERE ts >= make_timestamp($1)::TIMESTAMPTZ AND ts < make_timestamp($2)::TIMESTAMPTZ ORDER BY ts"
-        return self.con.execute(q, [start // 1000, end // 1000]).fetch_arrow_table()
+        # Arrow timestamp[ns, UTC] becomes TIMESTAMPTZ (microseconds) in DuckDB; the
+        # bounds are ints, inlined so the zone maps prune (sql() params did not).
+        return self.con.sql(
+            f"SELECT * FROM ticks WHERE ts >= make_timestamp({int(start) // 1000})::TIMESTAMPTZ"
+            f" AND ts < make_timestamp({int(end) // 1000})::TIMESTAMPTZ"
+        ).fetch_arrow_table()
 
     def read_columns(self, columns):
-        return self.con.execute(f"SELECT {', '.join(columns)} FROM ticks ORDER BY ts").fetch_arrow_table()
+        return self.con.sql(f"SELECT {', '.join(columns)} FROM ticks").fetch_arrow_table()
 
     def upsert(self, table):
+        # MERGE (DuckDB >= 1.4): matched rows updated in place, new rows inserted; faster
+        # here than DELETE + INSERT, and the table stays in ts order.
+        key = bench.key_column()
+        cols = [c for c in table.column_names if c != key]
         self.con.register("incoming", table)
-        self.con.execute("BEGIN")
-        self.con.execute("DELETE FROM ticks WHERE trade_id IN (SELECT trade_id FROM incoming)")
-        self.con.execute("INSERT INTO ticks SELECT * FROM incoming")
-        self.con.execute("COMMIT")
+        self.con.execute(
+            f"MERGE INTO ticks USING incoming ON ticks.{key} = incoming.{key} "
+            f"WHEN MATCHED THEN UPDATE SET {', '.join(f'{c} = incoming.{c}' for c in cols)} "
+            "WHEN NOT MATCHED THEN INSERT"
+        )
         self.con.unregister("incoming")
 
     def close(self):
         self.con.close()
 
 
-class ArcticDB:
-    """ArcticDB with its LMDB backend (pandas in, pandas out; timed to Arrow)."""
+class ArcticDB(System):
+    """ArcticDB with its LMDB backend: pandas frames in (what its users write; the index
+    is tz-naive UTC, as ArcticDB stores it), Arrow tables out (its Arrow output format)."""
 
     name = "arcticdb"
 
@@ -210,71 +250,76 @@ class ArcticDB:
 
         self.ac = adb.Arctic(f"lmdb://{os.path.join(root, 'arctic')}?map_size=20GB")
         self.lib = self.ac.get_library("bench", create_if_missing=True)
+        self.arrow = "PYARROW" if hasattr(adb.OutputFormat, "PYARROW") else "EXPERIMENTAL_ARROW"
 
     @staticmethod
-    def _frame(table):
-        return table.to_pandas().set_index("ts")
+    def native(table):
+        # A tz-aware index would make every Arrow read convert it (assume_timezone).
+        ts = table.column("ts").cast(pa.timestamp("ns"))
+        return table.set_column(0, "ts", ts).to_pandas().set_index("ts")
 
-    @staticmethod
-    def _arrow(df):
-        return pa.Table.from_pandas(df.reset_index(), preserve_index=False)
+    def write(self, frame):
+        self.lib.write("ticks", frame)
 
-    def write(self, table):
-        self.lib.write("ticks", self._frame(table))
-
-    def append(self, table):
-        self.lib.append("ticks", self._frame(table))
+    def append(self, frame):
+        self.lib.append("ticks", frame)
 
     def read_all(self):
-        return self._arrow(self.lib.read("ticks").data)
+        return self.lib.read("ticks", output_format=self.arrow).data
 
     def read_range(self, start, end):
         import pandas as pd
 
-        rng = (pd.Timestamp(start, tz="UTC"), pd.Timestamp(end - 1, tz="UTC"))  # date_range is inclusive
-        return self._arrow(self.lib.read("ticks", date_range=rng).data)
+        rng = (pd.Timestamp(start), pd.Timestamp(end - 1))  # date_range is inclusive
+        return self.lib.read("ticks", date_range=rng, output_format=self.arrow).data
 
     def read_columns(self, columns):
-        return self._arrow(self.lib.read("ticks", columns=[c for c in columns if c != "ts"]).data)
+        return self.lib.read("ticks", columns=[c for c in columns if c != "ts"], output_format=self.arrow).data
 
-    def upsert(self, table):
-        self.lib.update("ticks", self._frame(table))
-
-    def close(self):
-        pass
+    def upsert(self, frame):
+        self.lib.update("ticks", frame)
 
 
-def run_steps(system, n, reps):
+def run_steps(system, data, reps):
     """The common workload; every result checked. Inputs are made outside the timers."""
+    n = data["table"].num_rows
+    key, value = bench.key_column(), bench.value_column()
     results = {}
-    table = bench.ticks(0, n)
+    table = system.native(data["table"])
     results["write_10m"], _ = bench.timed(lambda: system.write(table), reps["write"])
-    blocks = [bench.ticks(n + k * BLOCK, n + (k + 1) * BLOCK) for k in range(reps["append"])]
+    blocks = [system.native(b) for b in data["blocks"]]
     it = iter(blocks)
     results["append_100k"], _ = bench.timed(lambda: system.append(next(it)), reps["append"])
     total = n + reps["append"] * BLOCK
     del blocks, table
 
     results["read_all"], t = bench.timed(system.read_all, reps["read"])
-    assert t.num_rows == total, (system.name, t.num_rows)
-    ids = t.column("trade_id").to_numpy()
+    assert isinstance(t, pa.Table) and t.num_rows == total, (system.name, t.num_rows)
+    ids = t.column(key).to_numpy()
     assert ids[0] == 0 and ids[-1] == total - 1 and (np.diff(ids) == 1).all(), system.name
+    del t, ids
 
     lo = n // 2
-    start, end = bench.T0 + lo * bench.STEP, bench.T0 + (lo + n // 100) * bench.STEP
+    start, end = bench.ts_at(lo), bench.ts_at(lo + n // 100)
     results["read_1pct"], t = bench.timed(lambda: system.read_range(start, end), reps["range"])
-    got = t.column("trade_id").to_numpy()
+    got = t.column(key).to_numpy()
     assert (got == np.arange(lo, lo + n // 100)).all(), (system.name, len(got))
 
-    results["read_2_columns"], t = bench.timed(lambda: system.read_columns(["ts", "price"]), reps["read"])
-    assert t.num_rows == total and set(t.column_names) == {"ts", "price"}, system.name
+    results["read_2_columns"], t = bench.timed(lambda: system.read_columns(["ts", value]), reps["read"])
+    assert t.num_rows == total and set(t.column_names) == {"ts", value}, system.name
+    ts = t.column("ts").cast(pa.int64()).to_numpy()
+    assert (np.diff(ts) > 0).all(), f"{system.name}: ts out of order"
+    del t, ts
 
-    update = bench.ticks(lo, lo + BLOCK, 1.0)
-    results["upsert_100k"], _ = bench.timed(lambda: system.upsert(update), reps["upsert"])
-    t = system.read_range(bench.T0 + lo * bench.STEP, bench.T0 + (lo + BLOCK) * bench.STEP)
+    update = data["update"]
+    native = system.native(update)
+    results["upsert_100k"], _ = bench.timed(lambda: system.upsert(native), reps["upsert"])
+    t = system.read_range(bench.ts_at(lo), bench.ts_at(lo + BLOCK))
     assert t.num_rows == BLOCK, (system.name, t.num_rows)
-    assert t.column("price").equals(update.column("price")), f"{system.name}: upsert not applied"
-    assert system.read_columns(["ts", "price"]).num_rows == total, f"{system.name}: upsert changed the row count"
+    assert t.column(value).equals(update.column(value)), f"{system.name}: upsert not applied"
+    t = system.read_range(bench.ts_at(lo - 1000), bench.ts_at(lo + BLOCK + 1000))
+    assert (t.column(key).to_numpy() == np.arange(lo - 1000, lo + BLOCK + 1000)).all(), f"{system.name}: order after upsert"
+    assert system.read_columns(["ts", value]).num_rows == total, f"{system.name}: upsert changed the row count"
     return results
 
 
@@ -286,12 +331,12 @@ def scale_check(binary, data, n, reps):
         for k in range(0, n, 10_000_000):
             s.append(bench.ticks(k, min(n, k + 10_000_000)))
         lo = n // 2
-        start, end = bench.T0 + lo * bench.STEP, bench.T0 + (lo + BLOCK) * bench.STEP
+        start, end = bench.ts_at(lo), bench.ts_at(lo + BLOCK)
         out = {}
         out["read_1pct_of_10m"], t = bench.timed(lambda: s.read_range(start, end), reps["range"])
         assert t.num_rows == BLOCK
         out["last_1000"], t = bench.timed(lambda: s.read_last(1000), reps["range"])
-        assert t.column("trade_id")[0].as_py() == n - 1000
+        assert t.column(bench.key_column())[0].as_py() == n - 1000
         nxt = [n]
 
         def append():
@@ -325,9 +370,22 @@ def chart(results, path, title):
     fig.savefig(path, dpi=90)
 
 
+def versions():
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for package in ["pyarrow", "numpy", "pandas", "duckdb", "polars", "arcticdb"]:
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--binary", default="target/release/flightstore")
+    p.add_argument("--binary", default=os.environ.get("FLIGHTSTORE_BIN", "target/release/flightstore"))
+    p.add_argument("--data", choices=list(bench.DATASETS), default="realistic", help="the data set (see above)")
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--scale-rows", type=int, default=100_000_000, help="0 skips the scale check")
     p.add_argument("--systems", default="flightstore,pyarrow-memory,pyarrow-parquet,arcticdb,duckdb,polars")
@@ -335,6 +393,15 @@ def main():
     args = p.parse_args()
     reps = {"write": 3, "append": 50, "read": 5, "range": 20, "upsert": 11}
     wanted = args.systems.split(",")
+    bench.set_data(args.data)
+    n = args.rows
+    t = time.perf_counter()
+    rows = {  # made once, shared by every system
+        "table": bench.ticks(0, n),
+        "blocks": [bench.ticks(n + k * BLOCK, n + (k + 1) * BLOCK) for k in range(reps["append"])],
+        "update": bench.ticks(n // 2, n // 2 + BLOCK, 1.0),
+    }
+    print(f"{args.data} data: {n:,} rows made in {time.perf_counter() - t:.1f} s", flush=True)
     data = tempfile.mkdtemp(prefix="flightstore-compare-", dir=os.environ.get("BENCH_DIR"))
     makers = {
         "flightstore": lambda: FlightSystem(bench.flightstore(args.binary, os.path.join(data, "flightstore"))),
@@ -350,7 +417,7 @@ def main():
             system = makers[name]()
             try:
                 print(f"running {name} ...", flush=True)
-                results[name] = run_steps(system, args.rows, reps)
+                results[name] = run_steps(system, rows, reps)
             finally:
                 system.close()
         scale = {}
@@ -359,10 +426,11 @@ def main():
             scale[str(args.scale_rows)] = scale_check(args.binary, data, args.scale_rows, reps)
     finally:
         shutil.rmtree(data, ignore_errors=True)
+    del rows
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
     date = time.strftime("%Y-%m-%d")
-    print(f"\n{args.rows:,} tick rows, medians in ms ({date}, {machine})")
+    print(f"\n{args.rows:,} rows of {args.data} data, medians in ms ({date}, {machine})")
     print("ratio: flightstore / fastest other system; stores: / fastest store (not the in-memory server)\n")
     print(f"{'step':<16}" + "".join(f"{s:>17}" for s in results) + f"{'ratio':>8}{'stores':>8}")
     for step in STEPS:
@@ -378,8 +446,10 @@ def main():
         print(f"\nflightstore at {int(rows):,} rows: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in figures.items()))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "compare.json"), "w") as f:
-        json.dump({"date": date, "machine": machine, "rows": args.rows, "results": results, "scale": scale}, f, indent=2)
-    chart(results, os.path.join(args.out, "compare.png"), f"{args.rows:,} tick rows, {date}, {machine}")
+        json.dump({"date": date, "machine": machine, "rows": args.rows,
+                   "data": {"name": args.data, "description": bench.DATASETS[args.data]},
+                   "versions": versions(), "results": results, "scale": scale}, f, indent=2)
+    chart(results, os.path.join(args.out, "compare.png"), f"{args.rows:,} rows of {args.data} data, {date}, {machine}")
 
 
 if __name__ == "__main__":

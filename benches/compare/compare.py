@@ -45,8 +45,9 @@ import pyarrow.parquet as pq
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "flight"))
 import bench  # noqa: E402  (tick generator, servers, timing)
 
-STEPS = ["write_10m", "append_100k", "read_all", "read_1pct", "read_2_columns", "upsert_100k"]
+STEPS = ["write_10m", "append_100k", "append_1k", "read_all", "read_1pct", "read_2_columns", "upsert_100k"]
 BLOCK = 100_000
+SMALL = 1_000
 
 
 class System:
@@ -290,8 +291,10 @@ def run_steps(system, data, reps):
     blocks = [system.native(b) for b in data["blocks"]]
     it = iter(blocks)
     results["append_100k"], _ = bench.timed(lambda: system.append(next(it)), reps["append"])
-    total = n + reps["append"] * BLOCK
-    del blocks, table
+    small = iter([system.native(b) for b in data["small"]])
+    results["append_1k"], _ = bench.timed(lambda: system.append(next(small)), reps["small"])
+    total = n + reps["append"] * BLOCK + reps["small"] * SMALL
+    del blocks, table, small
 
     results["read_all"], t = bench.timed(system.read_all, reps["read"])
     assert isinstance(t, pa.Table) and t.num_rows == total, (system.name, t.num_rows)
@@ -356,7 +359,7 @@ def chart(results, path, title):
     import matplotlib.pyplot as plt
 
     systems = list(results)
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 8))
     for ax, step in zip(axes.flat, STEPS):
         values = [results[s][step] * 1000 for s in systems]
         colors = ["tab:red" if s == "flightstore" else "tab:gray" for s in systems]
@@ -365,6 +368,8 @@ def chart(results, path, title):
         ax.set_title(step)
         ax.set_ylabel("ms (median, lower is better)")
         ax.set_yscale("log")
+    for ax in list(axes.flat)[len(STEPS):]:
+        ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -391,7 +396,7 @@ def main():
     p.add_argument("--systems", default="flightstore,pyarrow-memory,pyarrow-parquet,arcticdb,duckdb,polars")
     p.add_argument("--out", default="benches/compare/results")
     args = p.parse_args()
-    reps = {"write": 3, "append": 50, "read": 5, "range": 20, "upsert": 11}
+    reps = {"write": 3, "append": 50, "small": 200, "read": 5, "range": 20, "upsert": 11}
     wanted = args.systems.split(",")
     bench.set_data(args.data)
     n = args.rows
@@ -401,6 +406,8 @@ def main():
         "blocks": [bench.ticks(n + k * BLOCK, n + (k + 1) * BLOCK) for k in range(reps["append"])],
         "update": bench.ticks(n // 2, n // 2 + BLOCK, 1.0),
     }
+    after = n + reps["append"] * BLOCK
+    rows["small"] = [bench.ticks(after + k * SMALL, after + (k + 1) * SMALL) for k in range(reps["small"])]
     print(f"{args.data} data: {n:,} rows made in {time.perf_counter() - t:.1f} s", flush=True)
     data = tempfile.mkdtemp(prefix="flightstore-compare-", dir=os.environ.get("BENCH_DIR"))
     makers = {
@@ -412,12 +419,15 @@ def main():
         "polars": lambda: Polars(data),
     }
     results = {}
+    peak_rss_mb = None
     try:
         for name in wanted:
             system = makers[name]()
             try:
                 print(f"running {name} ...", flush=True)
                 results[name] = run_steps(system, rows, reps)
+                if name == "flightstore":
+                    peak_rss_mb = system.server.peak_rss_mb()
             finally:
                 system.close()
         scale = {}
@@ -442,13 +452,16 @@ def main():
         ratio_stores = fs / best([s for s in results if s != "pyarrow-memory"])
         print(f"{step:<16}" + "".join(f"{results[s][step] * 1000:>17.1f}" for s in results)
               + f"{ratio_all:>8.2f}{ratio_stores:>8.2f}")
+    if peak_rss_mb is not None:
+        print(f"\nflightstore server peak RSS over its steps: {peak_rss_mb:.0f} MB")
     for rows, figures in scale.items():
         print(f"\nflightstore at {int(rows):,} rows: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in figures.items()))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "compare.json"), "w") as f:
         json.dump({"date": date, "machine": machine, "rows": args.rows,
                    "data": {"name": args.data, "description": bench.DATASETS[args.data]},
-                   "versions": versions(), "results": results, "scale": scale}, f, indent=2)
+                   "versions": versions(), "results": results, "scale": scale,
+                   "flightstore_peak_rss_mb": peak_rss_mb}, f, indent=2)
     chart(results, os.path.join(args.out, "compare.png"), f"{args.rows:,} rows of {args.data} data, {date}, {machine}")
 
 

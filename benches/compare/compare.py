@@ -412,6 +412,9 @@ def main():
     data = tempfile.mkdtemp(prefix="flightstore-compare-", dir=os.environ.get("BENCH_DIR"))
     makers = {
         "flightstore": lambda: FlightSystem(bench.flightstore(args.binary, os.path.join(data, "flightstore"))),
+        # Not in the default set: Flightstore without its write-ahead log (an A/B of the log).
+        "flightstore-no-wal": lambda: FlightSystem(bench.flightstore(
+            args.binary, os.path.join(data, "flightstore-no-wal"), "--no-wal", name="flightstore-no-wal")),
         "pyarrow-memory": lambda: FlightSystem(bench.memory_server()),
         "pyarrow-parquet": lambda: ParquetFiles(data),
         "arcticdb": lambda: ArcticDB(data),

@@ -228,9 +228,10 @@ class Server:
         self.proc.wait(timeout=60)
 
 
-def flightstore(binary, data):
+def flightstore(binary, data, *flags, name="flightstore"):
     port = free_port()
-    return Server("flightstore", [binary, "serve", "--data", data, "--bind", f"127.0.0.1:{port}"], f"grpc://127.0.0.1:{port}")
+    cmd = [binary, "serve", "--data", data, "--bind", f"127.0.0.1:{port}", *flags]
+    return Server(name, cmd, f"grpc://127.0.0.1:{port}")
 
 
 def memory_server():

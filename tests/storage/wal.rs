@@ -341,3 +341,55 @@ async fn a_second_process_on_the_folder_is_refused() {
     assert!(err.to_string().contains("in use by another"), "{err}");
     drop(first);
 }
+
+#[tokio::test]
+async fn a_persisted_tail_of_small_appends_is_laid_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        wal: true,
+        wal_persist_after: Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let engine = open_wal(dir.path(), options).await;
+    let (c, i) = names("c", "item");
+    let (versions, all) = appended(&engine, 20).await;
+    let last = *versions.last().unwrap();
+    // Reopened with a persister that runs at once: it persists the replayed tail (a row
+    // group per append), then rewrites that file in the item's layout.
+    drop(engine);
+    let options = Options {
+        wal: true,
+        wal_persist_after: Duration::ZERO,
+        ..Options::default()
+    };
+    let engine = open_wal(dir.path(), options).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let latest = loop {
+        let m = engine.latest(&c, &i).await.unwrap().unwrap();
+        if m.version > last {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no re-layout after the persist"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(latest.operation, "compact");
+    let file = dir
+        .path()
+        .join("c/item/_data")
+        .join(&latest.files.last().unwrap().name);
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file).unwrap())
+            .unwrap();
+    use parquet::file::reader::FileReader;
+    assert_eq!(reader.metadata().num_row_groups(), 1);
+    assert_eq!(read_rows(&engine, &c, &i, all_rows()).await.unwrap(), all);
+    // The appends' own versions still read as they were.
+    let at5 = ReadOptions {
+        at: At::Version(5),
+        ..Default::default()
+    };
+    assert_eq!(read_rows(&engine, &c, &i, at5).await.unwrap(), all[..50]);
+}

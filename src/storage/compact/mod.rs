@@ -91,7 +91,7 @@ impl Engine {
     /// rebased onto what they committed if its inputs survived. Otherwise (or after a lost
     /// race) it merges again on the latest version, now holding the lock: compaction
     /// must make progress.
-    async fn compact_with(
+    pub(crate) async fn compact_with(
         &self,
         c: &CollectionName,
         i: &ItemName,

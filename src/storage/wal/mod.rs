@@ -55,7 +55,7 @@ use super::names::{parse_manifest_name, CollectionName, ItemName, Layout};
 use super::parquet::ParallelWriter;
 use super::task::SpawnedTask;
 use super::write::{InFlightGuard, MemoryBudget, Reservation, WriteMode, WriteOptions};
-use super::{Engine, Inner, ItemKey, Options, WriteReceipt};
+use super::{Engine, Inner, ItemKey, Options, WriteReceipt, DEFAULT_ROW_GROUP_ROWS};
 use log::{frame, Header, Log};
 
 /// Largest upload (Arrow bytes) that goes through the log; larger ones are staged.
@@ -754,8 +754,12 @@ async fn persist_loop(engine: Weak<Inner>, wake: Arc<Notify>) {
             None => return,
         };
         for (c, i) in due {
+            let entries = wal_entries(&engine, &c, &i);
             match engine.persist_tail(&c, &i).await {
-                Ok(Some(m)) => engine.after_write(&c, &i, &m).await,
+                Ok(Some(m)) => {
+                    engine.relayout_small_entries(&c, &i, &m, &entries).await;
+                    engine.after_write(&c, &i, &m).await
+                }
                 Ok(None) => {}
                 Err(e) => {
                     warn!(collection = %c, item = %i, cause = %e, "cannot persist the log tail; retrying")
@@ -764,6 +768,54 @@ async fn persist_loop(engine: Weak<Inner>, wake: Arc<Notify>) {
         }
     }
 }
+
+/// The item's durable tail entries (rows of each), before a persist.
+fn wal_entries(engine: &Engine, c: &CollectionName, i: &ItemName) -> Vec<usize> {
+    engine.inner.wal.as_ref().map_or_else(Vec::new, |wal| {
+        wal.entries(&(c.clone(), i.clone()), true)
+            .iter()
+            .map(|e| e.batch.num_rows())
+            .collect()
+    })
+}
+
+impl Engine {
+    /// A persisted tail of small writes has a row group per write: rewrite its file in
+    /// the item's layout (one compaction; older versions keep the file as it was), so
+    /// reads of the latest version do not decode hundreds of tiny row groups.
+    async fn relayout_small_entries(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        m: &Manifest,
+        entries: &[usize],
+    ) {
+        let (Some(file), false) = (m.files.last(), entries.is_empty()) else {
+            return;
+        };
+        let average = entries.iter().sum::<usize>() / entries.len();
+        let row_group_rows = match &m.live_settings().row_group_target {
+            super::manifest::RowGroupTarget::Rows(n) => *n as usize,
+            super::manifest::RowGroupTarget::Period(_) => DEFAULT_ROW_GROUP_ROWS as usize,
+        };
+        if entries.len() < SMALL_ENTRIES_RELAYOUT || average * 8 >= row_group_rows {
+            return;
+        }
+        let name = file.name.clone();
+        let planner = move |files: &[FileEntry], _target: u64| {
+            let at = files.iter().position(|f| f.name == name);
+            at.map(|k| std::iter::once(k..k + 1).collect())
+                .unwrap_or_default()
+        };
+        if let Err(e) = self.compact_with(c, i, planner).await {
+            warn!(collection = %c, item = %i, cause = %e, "cannot re-lay out the persisted log tail");
+        }
+    }
+}
+
+/// A persisted tail of at least this many writes of under an eighth of a row group
+/// each is rewritten in the item's layout.
+const SMALL_ENTRIES_RELAYOUT: usize = 8;
 
 /// Arrow IPC stream of one batch.
 fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {

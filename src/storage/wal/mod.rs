@@ -54,7 +54,9 @@ use super::merge::sort_batch;
 use super::names::{parse_manifest_name, CollectionName, ItemName, Layout};
 use super::parquet::ParallelWriter;
 use super::task::SpawnedTask;
-use super::write::{InFlightGuard, MemoryBudget, Reservation, WriteMode, WriteOptions};
+use super::write::{
+    batch_bytes, InFlightGuard, MemoryBudget, Reservation, WriteMode, WriteOptions,
+};
 use super::{Engine, Inner, ItemKey, Options, WriteReceipt, DEFAULT_ROW_GROUP_ROWS};
 use log::{frame, Header, Log};
 
@@ -408,7 +410,7 @@ impl Engine {
         let mut share = Reservation::none();
         while let Some(b) = input.next().await {
             let b = b?;
-            let size = b.get_array_memory_size();
+            let size = batch_bytes(&b);
             bytes += size;
             batches.push(b);
             let reserved = (bytes <= WAL_WRITE_MAX)
@@ -418,7 +420,7 @@ impl Engine {
                 Some(r) => share.merge(r),
                 None => {
                     wal.wake.notify_one();
-                    let read = stream::iter(batches.into_iter().map(Ok));
+                    let read = holding(batches, share);
                     return Ok(Logged::Declined(read.chain(input).boxed()));
                 }
             }
@@ -767,6 +769,24 @@ async fn persist_loop(engine: Weak<Inner>, wake: Arc<Notify>) {
             }
         }
     }
+}
+
+/// `batches` as a stream that keeps `share` of the log's budget until they are taken:
+/// an upload read ahead and then declined stays counted until the write path has it.
+fn holding(
+    batches: Vec<RecordBatch>,
+    share: Reservation,
+) -> BoxStream<'static, Result<RecordBatch>> {
+    let mut share = Some(share);
+    let mut batches = batches.into_iter();
+    stream::poll_fn(move |_| {
+        let next = batches.next();
+        if next.is_none() {
+            share.take();
+        }
+        std::task::Poll::Ready(next.map(Ok))
+    })
+    .boxed()
 }
 
 /// The item's durable tail entries (rows of each), before a persist.

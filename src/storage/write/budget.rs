@@ -15,6 +15,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::storage::error::{Error, Result};
 
+/// The bytes of data `batch` holds. Not `get_array_memory_size`: the columns of a batch
+/// decoded from one Flight message share that message's buffer, and each column would
+/// count all of it (a 3 MB message counted five times over for five columns).
+pub(crate) fn batch_bytes(batch: &arrow::array::RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
 /// Budget unit: KiB, so that a `u32` count of permits covers any budget.
 const UNIT: usize = 1024;
 

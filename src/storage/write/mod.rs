@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::{debug, info};
 
-pub(crate) use budget::{MemoryBudget, Reservation};
+pub(crate) use budget::{batch_bytes, MemoryBudget, Reservation};
 pub(crate) use in_flight::{InFlight, InFlightGuard};
 
 use super::catalog::merge_metadata;

@@ -64,6 +64,8 @@ use log::{frame, Header, Log};
 pub(crate) const WAL_WRITE_MAX: usize = 16 << 20;
 /// A tail this large is persisted without waiting for its age.
 const PERSIST_BYTES: usize = 32 << 20;
+/// A tail of at least this many rows is encoded on two threads.
+const PARALLEL_PERSIST_ROWS: usize = 1 << 20;
 /// How often the persister looks for due tails.
 const PERSIST_TICK: Duration = Duration::from_millis(100);
 
@@ -658,9 +660,12 @@ impl Engine {
         let props = target.properties();
         let schema = Arc::clone(&target.schema);
         let batches: Vec<RecordBatch> = entries.iter().map(|e| e.batch.clone()).collect();
+        // One thread: persisting is background work beside the requests; two once the
+        // tail is large (writers are outpacing the persister and will soon be declined).
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let parallel = rows >= PARALLEL_PERSIST_ROWS;
         let (bytes, ends) = SpawnedTask::spawn_blocking("encode", move || {
-            // One thread: persisting is background work beside the requests.
-            let mut w = ParallelWriter::try_new(schema, props, false)?;
+            let mut w = ParallelWriter::try_new(schema, props, parallel)?;
             let mut ends = Vec::with_capacity(batches.len());
             for b in &batches {
                 w.write(b)?;

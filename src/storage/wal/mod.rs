@@ -7,9 +7,10 @@
 //!        ─► log thread: write + one fdatasync per group ─► acknowledged, visible
 //!
 //! tail of an item (in memory, in version order) ─► persist (background, or before any
-//! other commit of the item): one Parquet file whose row groups end at each entry, one
-//! manifest per entry's version ─► entries dropped ─► segments whose records are all
-//! persisted are deleted
+//! other commit of the item): one Parquet file whose row groups end at each entry
+//! (written without the item's lock), one manifest per entry's version (under it)
+//! ─► entries dropped ─► segments whose records are all persisted are deleted
+//! ─► a tail of many small entries: its file is rewritten once in the item's layout
 //! ```
 //!
 //! Guarantees (tested in `tests/storage/wal.rs`):

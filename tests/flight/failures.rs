@@ -295,12 +295,11 @@ async fn sixteen_concurrent_uploads_stay_within_the_memory_budget() {
         assert_eq!(receipt["rows_written"], ROWS);
     }
     let peak = server.peak_rss_mib();
-    // What the server may hold beyond its idle size: the log's read-ahead budget, the
-    // staging budget twice (chunks being sorted, and the runs they are encoded into), a
-    // flow-control window per upload stream, and room for merges, decode buffers and
-    // threads (measured 100-160 MiB once budgets counted the real bytes of batches
-    // decoded from Flight, whose columns share one message buffer).
-    let bound = 2 * BUDGET_MIB + WAL_MIB + UPLOADS as u64 * STREAM_WINDOW_MIB + 200;
+    // What the server may hold beyond its idle size: the staging budget, the log's
+    // read-ahead budget, a flow-control window per upload stream, and room for sorting
+    // and encoding staged runs, merges, decode buffers and threads (measured 30-190 MiB,
+    // the more the busier the machine).
+    let bound = BUDGET_MIB + WAL_MIB + UPLOADS as u64 * STREAM_WINDOW_MIB + 200;
     println!(
         "peak RSS {peak} MiB (idle {idle} MiB) for {} MiB uploaded",
         UPLOADS * 20

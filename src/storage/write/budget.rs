@@ -15,9 +15,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::storage::error::{Error, Result};
 
-/// The bytes of data `batch` holds. Not `get_array_memory_size`: the columns of a batch
-/// decoded from one Flight message share that message's buffer, and each column would
-/// count all of it (a 3 MB message counted five times over for five columns).
+/// The bytes of data `batch` holds (what the log's budget counts). Not
+/// `get_array_memory_size`: the columns of a batch decoded from one Flight message share
+/// that message's buffer, and each column would count all of it (a 3 MB message counted
+/// five times over for five columns). The staging budget still counts that way, which
+/// keeps it conservative.
 pub(crate) fn batch_bytes(batch: &arrow::array::RecordBatch) -> usize {
     batch
         .columns()

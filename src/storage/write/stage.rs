@@ -18,7 +18,7 @@ use futures::stream::{BoxStream, FuturesOrdered};
 use futures::{StreamExt, TryStreamExt};
 use tracing::debug;
 
-use super::budget::{batch_bytes, Reservation};
+use super::budget::Reservation;
 use super::prepare::Prepared;
 use super::InFlightGuard;
 use crate::storage::error::{Error, Result};
@@ -245,7 +245,9 @@ impl Engine {
                 if let Some(batch) = &next {
                     let batch = adapt(batch, &p.schema)?;
                     check_batch(p, &batch)?;
-                    let bytes = batch_bytes(&batch);
+                    // What the batch's buffers occupy (columns decoded from one Flight
+                    // message each count the whole message: conservative).
+                    let bytes = batch.get_array_memory_size();
                     let share = match budget.try_reserve(bytes) {
                         Some(share) => share,
                         None => {

@@ -185,9 +185,12 @@ impl Engine {
                     })?
             }
         };
-        if let Some(m) = self.with_tail(c, i, Some(version)).await? {
-            if m.version == version && !m.deleted && m.files.iter().any(|f| f.memory.is_some()) {
-                return Ok(m); // a version still in the log's tail
+        if self.tail_holds(c, i, version) {
+            if let Some(m) = self.with_tail(c, i, Some(version)).await? {
+                // (Persisted meanwhile if it holds no rows in memory: load it below.)
+                if m.version == version && m.files.iter().any(|f| f.memory.is_some()) {
+                    return Ok(m); // a version still in the log's tail
+                }
             }
         }
         let path = self.layout().manifest(c, i, version);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use flightstore::server::{shutdown_signal, Bound, Config};
+use flightstore::sql::SqlOptions;
 use flightstore::storage::Options;
 
 #[global_allocator]
@@ -62,6 +63,10 @@ struct Serve {
     /// as Parquet, all items together, in MiB.
     #[arg(long, env = "FLIGHTSTORE_WAL_MB", default_value_t = flightstore::storage::DEFAULT_WAL_BYTES >> 20)]
     wal_mb: usize,
+    /// Memory all SQL queries together may hold, in MiB; beyond it they spill to disk,
+    /// then fail with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FLIGHTSTORE_SQL_MEMORY_MB", default_value_t = flightstore::sql::DEFAULT_MEMORY_BYTES >> 20)]
+    sql_memory_mb: usize,
 }
 
 #[tokio::main]
@@ -91,6 +96,10 @@ async fn main() -> anyhow::Result<()> {
                     wal: !s.no_wal,
                     wal_bytes: s.wal_mb.max(1) << 20,
                     ..Options::default()
+                },
+                sql: SqlOptions {
+                    memory_bytes: s.sql_memory_mb.max(1) << 20,
+                    ..SqlOptions::default()
                 },
             };
             Bound::bind(config).await?.serve(shutdown_signal()).await

@@ -12,6 +12,7 @@ use tonic::transport::Server;
 use tracing::info;
 
 use crate::flight::{FlightStore, ZeroCopyLayer, ENDPOINT_ROWS, MAX_MESSAGE_BYTES};
+use crate::sql::SqlOptions;
 use crate::storage::{Engine, Options};
 
 /// What `flightstore serve` needs.
@@ -27,6 +28,8 @@ pub struct Config {
     pub endpoint_rows: u64,
     /// Engine settings.
     pub options: Options,
+    /// SQL settings.
+    pub sql: SqlOptions,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
                 wal: true,
                 ..Options::default()
             },
+            sql: SqlOptions::default(),
         }
     }
 }
@@ -78,7 +82,8 @@ impl Bound {
         info!(%addr, data = %self.config.data, "flightstore listening");
         let limit = self.config.max_message_bytes;
         let engine = self.engine.clone();
-        let store = FlightStore::new(self.engine).with_endpoint_rows(self.config.endpoint_rows);
+        let store = FlightStore::new(self.engine, &self.config.sql)?
+            .with_endpoint_rows(self.config.endpoint_rows);
         let service = FlightServiceServer::new(store.clone())
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);

@@ -24,7 +24,7 @@ use crate::storage;
 type TransportFailure = Arc<Mutex<Option<Status>>>;
 
 /// The upload of a `DoPut`: its descriptor, schema and batches.
-struct Upload {
+pub(super) struct Upload {
     descriptor: FlightDescriptor,
     schema: SchemaRef,
     batches: BoxStream<'static, storage::Result<RecordBatch>>,
@@ -82,11 +82,48 @@ async fn open_upload(mut input: Streaming<FlightData>) -> Result<Upload> {
     })
 }
 
+impl Upload {
+    /// The batches, for uploads that are not written (statement parameters).
+    pub(super) fn batches(self) -> super::sql::Batches {
+        self.batches
+            .map_err(|e| Status::from(Error::from(e)))
+            .boxed()
+    }
+
+    /// Write the upload to an item in one commit. A transport failure keeps its status.
+    pub(super) async fn write(
+        self,
+        engine: &storage::Engine,
+        c: &storage::CollectionName,
+        i: &storage::ItemName,
+        opts: storage::WriteOptions,
+    ) -> Result<storage::WriteReceipt> {
+        match engine.write(c, i, opts, self.schema, self.batches).await {
+            Ok(r) => Ok(r),
+            Err(storage::Error::Upload { message }) => {
+                let status = self.failure.lock().expect("poisoned").take();
+                Err(match status {
+                    Some(status) => Error::Transport(Box::new(status)),
+                    None => storage::Error::Upload { message }.into(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 impl FlightStore {
     /// Write an upload; the `PutResult` carries the receipt (DESIGN.md, "Wire contract").
+    /// A Flight SQL command (update, ingest, parameters) goes to Flight SQL.
     pub(super) async fn put(&self, input: Streaming<FlightData>) -> Result<PutResult> {
         let upload = open_upload(input).await?;
         let d = &upload.descriptor;
+        if d.r#type() == DescriptorType::Cmd {
+            if let Some(any) = super::sql::command(&d.cmd) {
+                let body = self.sql.put(any, upload).await?;
+                return Ok(PutResult { app_metadata: body });
+            }
+        }
         let (c, i, opts) = match d.r#type() {
             DescriptorType::Path => {
                 let (c, i) = request::path(d)?;
@@ -98,21 +135,7 @@ impl FlightStore {
             }
             DescriptorType::Unknown => return Err(Error::UntypedDescriptor { call: "DoPut" }),
         };
-        let written = self
-            .engine
-            .write(&c, &i, opts, upload.schema, upload.batches)
-            .await;
-        let receipt = match written {
-            Ok(r) => r,
-            Err(storage::Error::Upload { message }) => {
-                let status = upload.failure.lock().expect("poisoned").take();
-                return Err(match status {
-                    Some(status) => Error::Transport(Box::new(status)),
-                    None => storage::Error::Upload { message }.into(),
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let receipt = upload.write(&self.engine, &c, &i, opts).await?;
         info!(collection = %c, item = %i, version = receipt.version, rows = receipt.rows_received, "put");
         let body = proto::PutReceipt {
             version: receipt.version,

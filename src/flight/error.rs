@@ -8,7 +8,7 @@ use arrow::error::ArrowError;
 use tonic::{Code, Status};
 use tracing::{info, warn};
 
-use crate::storage;
+use crate::{sql, storage};
 
 /// Longest message a status carries (a schema mismatch of a wide table can be long).
 pub const MAX_STATUS_MESSAGE_BYTES: usize = 4096;
@@ -22,6 +22,10 @@ pub enum Error {
     /// The engine refused or failed.
     #[error(transparent)]
     Storage(#[from] storage::Error),
+
+    /// SQL that does not plan, or fails running.
+    #[error(transparent)]
+    Sql(#[from] sql::Error),
 
     /// A command, ticket or action body that does not decode (JSON or protobuf), or holds
     /// a bad time.
@@ -80,6 +84,13 @@ pub enum Error {
         message: String,
     },
 
+    /// A Flight SQL message this server does not take (or that does not decode).
+    #[error("{type_url} is not a Flight SQL command this server takes (or it does not decode)")]
+    UnknownSqlCommand {
+        /// Its type URL.
+        type_url: String,
+    },
+
     /// An action the server does not have.
     #[error("unknown action {action:?}; actions: {known}")]
     UnknownAction {
@@ -127,6 +138,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Self::Storage(e) => storage_code(e),
+            Self::Sql(e) => sql_code(e),
             Self::BadMessage { .. }
             | Self::BadPath { .. }
             | Self::UntypedDescriptor { .. }
@@ -134,7 +146,8 @@ impl Error {
             | Self::Exclusive { .. }
             | Self::NotAnObject { .. }
             | Self::BadSetting { .. }
-            | Self::UnknownAction { .. } => Code::InvalidArgument,
+            | Self::UnknownAction { .. }
+            | Self::UnknownSqlCommand { .. } => Code::InvalidArgument,
             Self::Transport(status) => status.code(),
             Self::Unimplemented { .. } => Code::Unimplemented,
             Self::Encode { .. } => Code::Internal,
@@ -166,6 +179,17 @@ fn storage_code(e: &storage::Error) -> Code {
         | E::TaskFailed { .. }
         | E::Io { .. }
         | E::Wal { .. } => Code::Internal,
+    }
+}
+
+/// The status code of a SQL error.
+fn sql_code(e: &sql::Error) -> Code {
+    use sql::Error as E;
+    match e {
+        E::Storage(e) => storage_code(e),
+        E::Invalid(_) | E::Unqualified { .. } | E::Unsupported { .. } => Code::InvalidArgument,
+        E::ResourcesExhausted(_) => Code::ResourceExhausted,
+        E::Internal(_) => Code::Internal,
     }
 }
 

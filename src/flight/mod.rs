@@ -17,8 +17,10 @@
 mod actions;
 mod do_put;
 mod error;
+mod handshake;
 mod read;
 mod request;
+mod sql;
 mod zero_copy;
 
 use std::pin::Pin;
@@ -33,6 +35,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
+use crate::sql::{Sql, SqlOptions};
 use crate::storage::Engine;
 
 pub use actions::ACTIONS;
@@ -54,15 +57,18 @@ type RpcStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + 
 pub struct FlightStore {
     engine: Engine,
     endpoint_rows: u64,
+    sql: sql::FlightSql,
 }
 
 impl FlightStore {
-    /// Serve `engine`.
-    pub fn new(engine: Engine) -> Self {
-        Self {
+    /// Serve `engine`, with SQL under `sql_options`.
+    pub fn new(engine: Engine, sql_options: &SqlOptions) -> Result<Self> {
+        let sql = sql::FlightSql::new(Sql::new(engine.clone(), sql_options)?);
+        Ok(Self {
             engine,
             endpoint_rows: ENDPOINT_ROWS,
-        }
+            sql,
+        })
     }
 
     /// Split reads into endpoints of about `rows` rows (at file bounds).
@@ -94,12 +100,18 @@ impl FlightService for FlightStore {
 
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
-        Err(unimplemented(
-            "Handshake",
-            "Flightstore needs no handshake: call the RPCs directly",
-        ))
+        let token = handshake::token(request.metadata())?;
+        let mut response = Response::new(once(HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        }));
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("the token is not a header value"))?;
+        response.metadata_mut().insert("authorization", value);
+        Ok(response)
     }
 
     #[instrument(skip_all)]
@@ -161,6 +173,13 @@ impl FlightService for FlightStore {
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
         tracing::Span::current().record("action", action.r#type.as_str());
+        if sql::ACTIONS.contains(&action.r#type.as_str()) {
+            let bodies = self.sql.action(&action.r#type, &action.body).await?;
+            let results = bodies
+                .into_iter()
+                .map(|body| Ok(arrow_flight::Result { body }));
+            return Ok(Response::new(stream::iter(results).boxed()));
+        }
         let body = actions::run(&self.engine, &action.r#type, &action.body).await?;
         Ok(Response::new(once(arrow_flight::Result {
             body: body.to_string().into(),

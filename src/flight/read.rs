@@ -26,6 +26,13 @@ use crate::sql::SqlFilter;
 use crate::storage::{self, At, ItemInfo, ReadPlan};
 
 impl FlightStore {
+    /// The Flight SQL command of a command descriptor, if it holds one.
+    fn sql_command(d: &FlightDescriptor) -> Option<arrow_flight::sql::Any> {
+        (d.r#type() == DescriptorType::Cmd)
+            .then(|| super::sql::command(&d.cmd))
+            .flatten()
+    }
+
     /// The `ReadRequest` of a descriptor: a path `[collection, item...]` or a command.
     fn read_request(d: &FlightDescriptor, call: &'static str) -> Result<proto::ReadRequest> {
         match d.r#type() {
@@ -59,6 +66,9 @@ impl FlightStore {
     /// `GetFlightInfo`: schema, estimates, and one endpoint per split, each ticket pinned
     /// to the version planned (a read over several endpoints is consistent).
     pub(super) async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo> {
+        if let Some(any) = Self::sql_command(&descriptor) {
+            return self.sql.flight_info(any, descriptor).await;
+        }
         let req = Self::read_request(&descriptor, "GetFlightInfo")?;
         let plan = self.plan(&req).await?;
         let filter = request::filter(&req);
@@ -84,9 +94,14 @@ impl FlightStore {
 
     /// `GetSchema`: the schema a read returns (after projection).
     pub(super) async fn schema(&self, descriptor: FlightDescriptor) -> Result<SchemaResult> {
-        let req = Self::read_request(&descriptor, "GetSchema")?;
-        let plan = self.plan(&req).await?;
-        SchemaAsIpc::new(plan.schema(), &IpcWriteOptions::default())
+        let schema = match Self::sql_command(&descriptor) {
+            Some(any) => self.sql.schema(any).await?,
+            None => {
+                let req = Self::read_request(&descriptor, "GetSchema")?;
+                Arc::clone(self.plan(&req).await?.schema())
+            }
+        };
+        SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|source| Error::Encode {
                 what: "the schema",
@@ -109,6 +124,9 @@ impl FlightStore {
         SchemaRef,
         BoxStream<'static, std::result::Result<RecordBatch, Status>>,
     )> {
+        if let Some(any) = super::sql::command(&ticket.ticket) {
+            return self.sql.get(any).await;
+        }
         let req: proto::ReadRequest = decode("ticket (ReadRequest)", &ticket.ticket)?;
         let plan = self.plan(&req).await?;
         debug!(collection = %plan.collection(), item = %plan.item(), version = plan.version(), "do_get");

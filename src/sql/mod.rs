@@ -1,100 +1,326 @@
-//! SQL over the store, with DataFusion.
+//! SQL over the store, with DataFusion (DESIGN.md, "Flight SQL").
 //!
-//! For now this module provides row filters: a SQL boolean expression (`price > 100 AND
-//! side = 1`) parsed and planned by DataFusion against an item's schema, evaluated batch by
-//! batch by the storage engine through its [`RowFilter`] trait (so storage stays free of
-//! DataFusion).
+//! ```text
+//! Sql::plan(text, params)
+//!   parse (one statement; `?` placeholders numbered $1, $2, ...)
+//!   ─► kind: query | INSERT | DELETE (anything else is refused)
+//!   ─► catalog::QueryTables: each item named pinned to one version (time travel too)
+//!   ─► DataFusion logical plan, parameters bound
+//! Sql::execute(planned)
+//!   ─► physical plan: table::ItemTable scans through the engine's read plan
+//!      (pushdown: ranges of the ordering column, projection, limit, ORDER BY key DESC)
+//!   ─► batches cast to the announced schema (no view types, no dictionaries)
+//! ```
+//!
+//! Every query runs on the caller's runtime under one server-wide memory pool
+//! ([`SqlOptions::memory_bytes`]) that spills to disk before it fails.
+//! [`filter`] is the row filter of `ReadRequest.filter`.
 
+mod catalog;
+mod error;
+mod filter;
+mod pushdown;
+mod scan;
+mod table;
+
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
-use datafusion::common::DFSchema;
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::prelude::SessionContext;
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{execute_stream, SendableRecordBatchStream};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement;
+use datafusion::sql::sqlparser::ast::{self as ast, Value, VisitMut, VisitorMut};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
-use crate::storage::{self, RowFilter};
+pub use catalog::{quote, AT_SNAPSHOT, AT_VERSION, CATALOG};
+pub use error::{Error, Result};
+pub use filter::SqlFilter;
+pub use pushdown::{key_range, key_range_of_all};
+pub use scan::count_schema;
 
-/// A SQL boolean expression over an item's columns.
-#[derive(Debug)]
-pub struct SqlFilter {
-    text: String,
-    /// The columns the expression reads, in item order.
-    schema: SchemaRef,
-    expr: Arc<dyn PhysicalExpr>,
+use catalog::QueryTables;
+
+use crate::storage::Engine;
+
+/// Default memory all queries together may hold before they spill or fail.
+pub const DEFAULT_MEMORY_BYTES: usize = 1 << 30;
+
+/// Settings of the SQL layer.
+#[derive(Debug, Clone)]
+pub struct SqlOptions {
+    /// Memory all queries together may hold (bytes), beyond which they spill or fail
+    /// with "resources exhausted".
+    pub memory_bytes: usize,
+    /// Partitions a query runs in (default: one per core).
+    pub target_partitions: usize,
 }
 
-impl SqlFilter {
-    /// Parse and plan `sql` against `item_schema`; errors name what is wrong.
-    pub fn try_new(sql: &str, item_schema: &SchemaRef) -> storage::Result<Self> {
-        let bad =
-            |e: &dyn std::fmt::Display| storage::Error::invalid(format!("bad filter {sql:?}: {e}"));
-        let ctx = SessionContext::new();
-        let full = DFSchema::try_from(item_schema.as_ref().clone()).map_err(|e| bad(&e))?;
-        let expr = ctx.parse_sql_expr(sql, &full).map_err(|e| bad(&e))?;
-        let used: Vec<String> = expr
-            .column_refs()
-            .into_iter()
-            .map(|c| c.name.clone())
-            .collect();
-        let fields: Vec<_> = item_schema
-            .fields()
-            .iter()
-            .filter(|f| used.contains(f.name()))
-            .cloned()
-            .collect();
-        let schema = Arc::new(Schema::new(fields));
-        let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| bad(&e))?;
-        let expr = ctx
-            .create_physical_expr(expr, &df_schema)
-            .map_err(|e| bad(&e))?;
-        let data_type = expr.data_type(&schema).map_err(|e| bad(&e))?;
-        if data_type != DataType::Boolean {
-            return Err(bad(&format!(
-                "it is of type {data_type}, not a boolean condition"
-            )));
+impl Default for SqlOptions {
+    fn default() -> Self {
+        Self {
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
-        Ok(Self {
-            text: sql.to_string(),
-            schema,
-            expr,
-        })
-    }
-
-    /// The expression as given.
-    pub fn text(&self) -> &str {
-        &self.text
     }
 }
 
-impl RowFilter for SqlFilter {
-    fn columns(&self) -> Vec<String> {
-        self.schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
+/// What a statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// A query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`): returns rows.
+    Query,
+    /// `INSERT` or `DELETE`: changes an item, returns `count`.
+    Update,
+}
+
+/// A statement planned against pinned tables, parameters bound.
+pub struct Planned {
+    ctx: SessionContext,
+    plan: LogicalPlan,
+    kind: StatementKind,
+}
+
+impl std::fmt::Debug for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planned")
+            .field("kind", &self.kind)
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Planned {
+    /// What the statement does.
+    pub fn kind(&self) -> StatementKind {
+        self.kind
     }
 
-    fn evaluate(&self, batch: &RecordBatch) -> storage::Result<BooleanArray> {
-        let columns = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| {
-                batch.column_by_name(f.name()).cloned().ok_or_else(|| {
-                    storage::Error::invalid(format!("filter column {:?} was not read", f.name()))
-                })
-            })
-            .collect::<storage::Result<Vec<_>>>()?;
-        let options =
-            arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        let input = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
-        let value = self
-            .expr
-            .evaluate(&input)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(|e| storage::Error::invalid(format!("filter {:?} failed: {e}", self.text)))?;
-        Ok(value.as_boolean().clone())
+    /// The schema its result streams: the plan's, with view types and dictionaries as
+    /// their plain types (older JDBC drivers and Grafana cannot read view types).
+    pub fn schema(&self) -> SchemaRef {
+        wire_schema(self.plan.schema().as_arrow())
     }
+
+    /// Types of the parameters (`$1`, `$2`, ...), as a schema of fields `$1`, `$2`, ...
+    /// (`Null` where DataFusion cannot tell).
+    pub fn parameter_schema(&self) -> Result<SchemaRef> {
+        let types = self.plan.get_parameter_types()?;
+        let mut names: Vec<_> = types.keys().cloned().collect();
+        names.sort_by_key(|n| {
+            n.trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        let fields: Vec<Field> = names
+            .into_iter()
+            .map(|n| {
+                let dt = types[&n].clone().unwrap_or(DataType::Null);
+                Field::new(n, dt, true)
+            })
+            .collect();
+        Ok(Arc::new(Schema::new(fields)))
+    }
+}
+
+/// The SQL service over an engine.
+#[derive(Clone)]
+pub struct Sql {
+    engine: Engine,
+    state: datafusion::execution::SessionState,
+}
+
+impl std::fmt::Debug for Sql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sql").finish_non_exhaustive()
+    }
+}
+
+impl Sql {
+    /// SQL over `engine`.
+    pub fn new(engine: Engine, options: &SqlOptions) -> Result<Self> {
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false)
+            .with_target_partitions(options.target_partitions.max(1));
+        let o = config.options_mut();
+        o.sql_parser.enable_ident_normalization = false;
+        o.sql_parser.map_string_types_to_utf8view = false;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_bytes)))
+            .build_arc()?;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        Ok(Self { engine, state })
+    }
+
+    /// Plan `sql` with `params` bound to `$1`, `$2`, ... (or `?`, in order).
+    pub async fn plan(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Planned> {
+        let dialect = self.state.config().options().sql_parser.dialect;
+        let mut statement = self.state.sql_to_statement(sql, &dialect)?;
+        let kind = kind(&statement)?;
+        number_placeholders(&mut statement);
+        let references = self.state.resolve_table_references(&statement)?;
+        let tables = Arc::new(QueryTables::resolve(&self.engine, &statement, references).await?);
+        let ctx = SessionContext::new_with_state(self.state.clone());
+        ctx.register_catalog(CATALOG, tables.catalog()?);
+        for (name, function) in tables.time_travel() {
+            ctx.register_udtf(name, function);
+        }
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        let plan = if params.is_empty() {
+            plan
+        } else {
+            let types = plan.get_parameter_types()?;
+            let params = params
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match types.get(&format!("${}", i + 1)) {
+                    Some(Some(dt)) if dt != &v.data_type() => v.cast_to(dt),
+                    _ => Ok(v),
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            plan.with_param_values(ParamValues::from(params))?
+        };
+        Ok(Planned { ctx, plan, kind })
+    }
+
+    /// Run a planned statement: its batches, in [`Planned::schema`].
+    pub async fn execute(
+        &self,
+        planned: Planned,
+    ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let schema = planned.schema();
+        let state = planned.ctx.state();
+        let physical = state.create_physical_plan(&planned.plan).await?;
+        let stream: SendableRecordBatchStream = execute_stream(physical, planned.ctx.task_ctx())?;
+        Ok(stream
+            .map_err(Error::from)
+            .and_then(move |b| {
+                let schema = Arc::clone(&schema);
+                async move { to_schema(b, &schema) }
+            })
+            .boxed())
+    }
+
+    /// The engine queried.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// What `statement` does, or an error saying what is supported.
+fn kind(statement: &Statement) -> Result<StatementKind> {
+    let hint = "Flightstore runs queries (SELECT, WITH, VALUES, EXPLAIN), \
+                INSERT INTO collection.item VALUES ... | SELECT ..., and \
+                DELETE FROM collection.item WHERE <a range of the ordering column>; \
+                create items by writing to them (DoPut or ingest)";
+    let s = match statement {
+        Statement::Statement(s) => s.as_ref(),
+        Statement::Explain(_) => return Ok(StatementKind::Query),
+        other => {
+            let what = other.to_string();
+            let what = what
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(Error::unsupported(what, hint));
+        }
+    };
+    match s {
+        ast::Statement::Query(_) => Ok(StatementKind::Query),
+        ast::Statement::Insert(_) | ast::Statement::Delete(_) => Ok(StatementKind::Update),
+        ast::Statement::Explain { .. } => Ok(StatementKind::Query),
+        other => {
+            let text = other.to_string();
+            let what: Vec<&str> = text.split_whitespace().take(2).collect();
+            Err(Error::unsupported(what.join(" "), hint))
+        }
+    }
+}
+
+/// Number `?` placeholders `$1`, `$2`, ... in order (DataFusion reads every `?` as one
+/// parameter named `?`).
+fn number_placeholders(statement: &mut Statement) {
+    struct Numbering(usize);
+    impl VisitorMut for Numbering {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
+            if let ast::Expr::Value(v) = expr {
+                if matches!(&v.value, Value::Placeholder(p) if p == "?") {
+                    self.0 += 1;
+                    v.value = Value::Placeholder(format!("${}", self.0));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut numbering = Numbering(0);
+    if let Statement::Statement(s) = statement {
+        let _ = s.visit(&mut numbering);
+    }
+}
+
+/// `schema` with view types and dictionaries replaced by their plain types.
+pub fn wire_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match plain_type(f.data_type()) {
+            Some(dt) => Arc::new(f.as_ref().clone().with_data_type(dt)),
+            None => Arc::clone(f),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The plain type of a view or dictionary type (`None` if `dt` is plain).
+fn plain_type(dt: &DataType) -> Option<DataType> {
+    match dt {
+        DataType::Utf8View => Some(DataType::Utf8),
+        DataType::BinaryView => Some(DataType::Binary),
+        DataType::Dictionary(_, value) => Some(plain_type(value).unwrap_or(*value.clone())),
+        DataType::ListView(f) | DataType::List(f) => plain_type(f.data_type())
+            .map(|dt| DataType::List(Arc::new(f.as_ref().clone().with_data_type(dt))))
+            .or_else(|| matches!(dt, DataType::ListView(_)).then(|| DataType::List(Arc::clone(f)))),
+        _ => None,
+    }
+}
+
+/// `batch` in `schema` (same columns; types cast where the wire type differs).
+fn to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return batch
+            .with_schema(Arc::clone(schema))
+            .map_err(|e| Error::from(datafusion::error::DataFusionError::from(e)));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                cast(c, f.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::from(datafusion::error::DataFusionError::from(e)))?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
+        .map_err(|e| Error::from(datafusion::error::DataFusionError::from(e)))
 }

@@ -19,7 +19,7 @@ const NS_PER_DAY: i64 = 86_400_000_000_000;
 
 /// The factor that turns a value of an ordering column of type `dt` into its key,
 /// or `None` if `dt` cannot order an item.
-pub(crate) fn key_scale(dt: &DataType) -> Option<i64> {
+pub fn key_scale(dt: &DataType) -> Option<i64> {
     match dt {
         DataType::Timestamp(unit, _) => Some(match unit {
             TimeUnit::Second => 1_000_000_000,
@@ -219,6 +219,19 @@ impl KeyRange {
     /// True if every key of `[min, max]` is inside the range.
     pub fn covers(&self, min: i64, max: i64) -> bool {
         self.start.is_none_or(|s| min >= s) && self.end.is_none_or(|e| max < e)
+    }
+
+    /// The keys in both ranges.
+    pub fn intersect(self, other: KeyRange) -> KeyRange {
+        let start = match (self.start, other.start) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let end = match (self.end, other.end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        KeyRange::new(start, end)
     }
 
     /// True if the range holds no key at all.

@@ -68,7 +68,7 @@ use object_store::ObjectStore;
 pub use catalog::{merge_metadata, Change, ItemInfo, SnapshotInfo, VersionInfo};
 pub use compact::{CompactReceipt, VacuumReceipt};
 pub use error::{Error, Result};
-pub use key::{system_clock, Clock, KeyRange, Period, SystemClock};
+pub use key::{key_scale, system_clock, Clock, KeyRange, Period, SystemClock};
 pub use manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution, Settings};
 pub use names::{CollectionName, ItemName, SnapshotName};
 pub use read::{At, ReadOptions, ReadPlan, ReadSplit, ReadStream, RowFilter};

@@ -91,6 +91,47 @@ impl ReadPlan {
         self
     }
 
+    /// Read only the keys of `range` (inside the plan's own range).
+    pub fn with_range(mut self, range: KeyRange) -> Self {
+        self.options.range = self.options.range.intersect(range);
+        self
+    }
+
+    /// Keep only the first `limit` rows (in place of any `last`).
+    pub fn with_limit(mut self, limit: Option<usize>) -> Self {
+        self.options.limit = limit;
+        if limit.is_some() {
+            self.options.last = None;
+        }
+        self
+    }
+
+    /// Keep only the last `last` rows (in place of any `limit`).
+    pub fn with_last(mut self, last: Option<usize>) -> Self {
+        self.options.last = last;
+        if last.is_some() {
+            self.options.limit = None;
+        }
+        self
+    }
+
+    /// Rows of the files the range overlaps (an upper bound of the rows read).
+    pub fn rows_upper_bound(&self) -> u64 {
+        self.files().map(|f| f.rows).sum()
+    }
+
+    /// Files the read opens, and files of the version.
+    pub fn file_counts(&self) -> (usize, usize) {
+        let all: std::collections::HashSet<_> = self
+            .manifest
+            .files
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        let kept: std::collections::HashSet<_> = self.files().map(|f| f.name.as_str()).collect();
+        (kept.len(), all.len())
+    }
+
     /// Files (or runs of row groups) the range overlaps.
     fn files(&self) -> impl Iterator<Item = &FileEntry> {
         let range = self.options.range;

@@ -73,6 +73,8 @@ struct Serve {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // A closed stderr must not turn a log line into a panic (and a failed shutdown).
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLIGHTSTORE_LOG")

@@ -44,7 +44,11 @@ async fn open_upload(mut input: Streaming<FlightData>) -> Result<Upload> {
         .flight_descriptor
         .clone()
         .ok_or_else(|| bad("the first message carries no descriptor"))?;
-    let messages = stream::once(async { Ok(first) }).chain(input.map_err(FlightError::from));
+    // Flight SQL clients may send the descriptor alone in a first, empty message (a
+    // prepared update without parameters sends nothing else).
+    let descriptor_only = first.data_header.is_empty() && first.data_body.is_empty();
+    let first = (!descriptor_only).then_some(Ok(first));
+    let messages = stream::iter(first).chain(input.map_err(FlightError::from));
     let mut decoder = FlightDataDecoder::new(messages);
     let schema = match decoder.next().await {
         Some(Ok(d)) => match d.payload {
@@ -52,6 +56,14 @@ async fn open_upload(mut input: Streaming<FlightData>) -> Result<Upload> {
             _ => return Err(bad("the first message must carry the schema")),
         },
         Some(Err(e)) => return Err(bad(&format!("bad schema message: {e}"))),
+        None if super::sql::command(&descriptor.cmd).is_some() => {
+            return Ok(Upload {
+                descriptor,
+                schema: Arc::new(arrow::datatypes::Schema::empty()),
+                batches: stream::empty().boxed(),
+                failure: TransportFailure::default(),
+            })
+        }
         None => return Err(bad("no schema")),
     };
     let failure = TransportFailure::default();

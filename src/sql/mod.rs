@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -111,7 +111,9 @@ impl Planned {
     }
 
     /// Types of the parameters (`$1`, `$2`, ...), as a schema of fields `$1`, `$2`, ...
-    /// (`Null` where DataFusion cannot tell).
+    /// (`Null` where DataFusion cannot tell). Timestamps are announced in milliseconds:
+    /// the JDBC driver writes `setTimestamp` values as epoch milliseconds whatever the
+    /// unit announced. Bound values of any unit are cast to the plan's own type.
     pub fn parameter_schema(&self) -> Result<SchemaRef> {
         let types = self.plan.get_parameter_types()?;
         let mut names: Vec<_> = types.keys().cloned().collect();
@@ -123,7 +125,13 @@ impl Planned {
         let fields: Vec<Field> = names
             .into_iter()
             .map(|n| {
-                let dt = types[&n].clone().unwrap_or(DataType::Null);
+                let dt = match types[&n].clone() {
+                    Some(DataType::Timestamp(_, tz)) => {
+                        DataType::Timestamp(TimeUnit::Millisecond, tz)
+                    }
+                    Some(dt) => dt,
+                    None => DataType::Null,
+                };
                 Field::new(n, dt, true)
             })
             .collect();

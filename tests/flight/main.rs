@@ -9,6 +9,8 @@ mod errors;
 mod failures;
 #[path = "../support/files.rs"]
 mod files;
+mod java;
 mod python;
 mod shutdown;
+mod sql;
 mod surface;

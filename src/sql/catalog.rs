@@ -26,6 +26,9 @@ use super::error::{Error, Result};
 use super::table::ItemTable;
 use crate::storage::{self, At, CollectionName, Engine, ItemName, ReadOptions, SnapshotName};
 
+/// Versions of the items a query reads: (collection, item) -> version.
+pub type Pins = std::collections::BTreeMap<(String, String), u64>;
+
 /// The one catalog.
 pub const CATALOG: &str = "flightstore";
 /// The time travel table functions.
@@ -57,11 +60,13 @@ pub(crate) struct QueryTables {
 }
 
 impl QueryTables {
-    /// Resolve every table `statement` names.
+    /// Resolve every table `statement` names, at the versions `pins` gives (the latest
+    /// for the others).
     pub(crate) async fn resolve(
         engine: &Engine,
         statement: &Statement,
         references: Vec<TableReference>,
+        pins: &Pins,
     ) -> Result<Self> {
         let mut out = Self::default();
         let calls = travel_calls(statement)?;
@@ -83,7 +88,7 @@ impl QueryTables {
                     return Err(unqualified(engine, table).await);
                 }
                 TableReference::Partial { schema, table } => {
-                    out.add(engine, schema, table).await?;
+                    out.add(engine, schema, table, pins).await?;
                 }
                 TableReference::Full {
                     catalog,
@@ -96,21 +101,40 @@ impl QueryTables {
                         }
                         .into());
                     }
-                    out.add(engine, schema, table).await?;
+                    out.add(engine, schema, table, pins).await?;
                 }
             }
         }
         Ok(out)
     }
 
-    async fn add(&mut self, engine: &Engine, collection: &str, item: &str) -> Result<()> {
+    async fn add(
+        &mut self,
+        engine: &Engine,
+        collection: &str,
+        item: &str,
+        pins: &Pins,
+    ) -> Result<()> {
         let (c, i) = names(collection, item)?;
-        let table = load(engine, &c, &i, At::Latest).await?;
+        let key = (collection.to_string(), item.to_string());
+        let at = pins.get(&key).map_or(At::Latest, |v| At::Version(*v));
+        let table = load(engine, &c, &i, at).await?;
         self.tables
             .entry(collection.to_string())
             .or_default()
             .insert(item.to_string(), table);
         Ok(())
+    }
+
+    /// The version each table named (not time travel) was resolved at.
+    pub(crate) fn pins(&self) -> Pins {
+        let mut pins = Pins::new();
+        for (collection, items) in &self.tables {
+            for (item, table) in items {
+                pins.insert((collection.clone(), item.clone()), table.version());
+            }
+        }
+        pins
     }
 
     /// The catalog to plan against.

@@ -72,7 +72,16 @@ impl From<DataFusionError> for Error {
             }
             DataFusionError::Shared(shared) => match std::sync::Arc::try_unwrap(shared) {
                 Ok(inner) => Self::from(inner),
-                Err(shared) => Self::Internal(Box::new(DataFusionError::Shared(shared))),
+                // Still shared (a join's build side fails every probe): sort by reference.
+                Err(shared) => {
+                    let exhausted = matches!(root(&shared), DataFusionError::ResourcesExhausted(_));
+                    let e = Box::new(DataFusionError::Shared(shared));
+                    if exhausted {
+                        Self::ResourcesExhausted(e)
+                    } else {
+                        Self::Internal(e)
+                    }
+                }
             },
             DataFusionError::ResourcesExhausted(_) => Self::ResourcesExhausted(Box::new(e)),
             DataFusionError::Internal(_)
@@ -81,6 +90,15 @@ impl From<DataFusionError> for Error {
             | DataFusionError::ExecutionJoin(_) => Self::Internal(Box::new(e)),
             _ => Self::Invalid(Box::new(e)),
         }
+    }
+}
+
+/// The innermost error of wrappers (context, diagnostics, sharing).
+fn root(e: &DataFusionError) -> &DataFusionError {
+    match e {
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => root(inner),
+        DataFusionError::Shared(inner) => root(inner),
+        other => other,
     }
 }
 

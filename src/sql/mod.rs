@@ -41,7 +41,7 @@ use datafusion::sql::sqlparser::ast::{self as ast, Value, VisitMut, VisitorMut};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-pub use catalog::{quote, AT_SNAPSHOT, AT_VERSION, CATALOG};
+pub use catalog::{quote, Pins, AT_SNAPSHOT, AT_VERSION, CATALOG};
 pub use error::{Error, Result};
 pub use filter::SqlFilter;
 pub use pushdown::{key_range, key_range_of_all};
@@ -87,6 +87,7 @@ pub struct Planned {
     ctx: SessionContext,
     plan: LogicalPlan,
     kind: StatementKind,
+    pins: Pins,
 }
 
 impl std::fmt::Debug for Planned {
@@ -99,6 +100,12 @@ impl std::fmt::Debug for Planned {
 }
 
 impl Planned {
+    /// The version of each item read (time travel aside): plan again with them to see
+    /// the same data.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
     /// What the statement does.
     pub fn kind(&self) -> StatementKind {
         self.kind
@@ -174,14 +181,17 @@ impl Sql {
         Ok(Self { engine, state })
     }
 
-    /// Plan `sql` with `params` bound to `$1`, `$2`, ... (or `?`, in order).
-    pub async fn plan(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Planned> {
+    /// Plan `sql` with `params` bound to `$1`, `$2`, ... (or `?`, in order), reading the
+    /// items in `pins` at those versions and the others at their latest.
+    pub async fn plan(&self, sql: &str, params: Vec<ScalarValue>, pins: &Pins) -> Result<Planned> {
         let dialect = self.state.config().options().sql_parser.dialect;
         let mut statement = self.state.sql_to_statement(sql, &dialect)?;
         let kind = kind(&statement)?;
         number_placeholders(&mut statement);
         let references = self.state.resolve_table_references(&statement)?;
-        let tables = Arc::new(QueryTables::resolve(&self.engine, &statement, references).await?);
+        let tables = QueryTables::resolve(&self.engine, &statement, references, pins).await?;
+        let pins = tables.pins();
+        let tables = Arc::new(tables);
         let ctx = SessionContext::new_with_state(self.state.clone());
         ctx.register_catalog(CATALOG, tables.catalog()?);
         for (name, function) in tables.time_travel() {
@@ -202,7 +212,12 @@ impl Sql {
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             plan.with_param_values(ParamValues::from(params))?
         };
-        Ok(Planned { ctx, plan, kind })
+        Ok(Planned {
+            ctx,
+            plan,
+            kind,
+            pins,
+        })
     }
 
     /// Run a planned statement: its batches, in [`Planned::schema`].

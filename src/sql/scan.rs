@@ -59,15 +59,22 @@ impl ItemScanExec {
 
     fn build(engine: Engine, plan: ReadPlan, splits: Vec<ReadSplit>, backward: bool) -> Self {
         let schema = Arc::clone(plan.schema());
-        let ordering = schema.index_of(plan.ordered_on()).ok().map(|i| {
+        // The ordering column holds no nulls: the order is the same with nulls first or
+        // last, and `ORDER BY ts` (nulls last) must need no sort.
+        let orderings = schema.index_of(plan.ordered_on()).ok().map(|i| {
             let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(plan.ordered_on(), i));
-            let options = arrow::compute::SortOptions {
-                descending: backward,
-                ..Default::default()
-            };
-            vec![PhysicalSortExpr::new(column, options)]
+            [false, true].map(|nulls_first| {
+                let options = arrow::compute::SortOptions {
+                    descending: backward,
+                    nulls_first,
+                };
+                vec![PhysicalSortExpr::new(Arc::clone(&column), options)]
+            })
         });
-        let eq = EquivalenceProperties::new_with_orderings(Arc::clone(&schema), ordering);
+        let eq = EquivalenceProperties::new_with_orderings(
+            Arc::clone(&schema),
+            orderings.into_iter().flatten(),
+        );
         let properties = PlanProperties::new(
             eq,
             Partitioning::UnknownPartitioning(splits.len().max(1)),
@@ -233,10 +240,6 @@ impl ExecutionPlan for ItemScanExec {
             stats.num_rows = Precision::Inexact(self.plan.rows_upper_bound() as usize);
         }
         Ok(Arc::new(stats))
-    }
-
-    fn supports_limit_pushdown(&self) -> bool {
-        true
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {

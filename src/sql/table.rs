@@ -43,6 +43,11 @@ impl ItemTable {
         Self { engine, plan }
     }
 
+    /// The version the table reads.
+    pub(crate) fn version(&self) -> u64 {
+        self.plan.version()
+    }
+
     fn ordered_on(&self) -> &str {
         self.plan.ordered_on()
     }

@@ -135,6 +135,32 @@ async fn queries_see_the_items_with_their_ranges_pushed_down() {
         text.contains("last=3 backward") && !text.contains("SortExec"),
         "{text}"
     );
+    // Several files (one per write): ORDER BY ts needs no sort and keeps its limit.
+    put(
+        &mut flight,
+        path("NASDAQ", "AAPL"),
+        vec![ticks(2000..2100, 0.0)],
+    )
+    .await
+    .unwrap();
+    for sorted in [
+        "SELECT * FROM NASDAQ.AAPL ORDER BY ts",
+        "SELECT * FROM NASDAQ.AAPL ORDER BY ts LIMIT 3",
+    ] {
+        let explain = query(&mut client, &format!("EXPLAIN {sorted}")).await;
+        let text = format!("{:?}", explain);
+        assert!(!text.contains("SortExec"), "{sorted}: {text}");
+    }
+    let first = query(
+        &mut client,
+        "SELECT trade_id FROM NASDAQ.AAPL ORDER BY ts LIMIT 3",
+    )
+    .await;
+    assert_eq!(rows(&first), 3);
+    assert_eq!(
+        first[0].column(0).as_primitive::<Int64Type>().values(),
+        &[0, 1, 2]
+    );
     let last = query(
         &mut client,
         "SELECT trade_id FROM NASDAQ.AAPL ORDER BY ts DESC LIMIT 3",
@@ -142,8 +168,28 @@ async fn queries_see_the_items_with_their_ranges_pushed_down() {
     .await;
     assert_eq!(
         last[0].column(0).as_primitive::<Int64Type>().values(),
-        &[999, 998, 997]
+        &[2099, 2098, 2097]
     );
+    // A ticket reads the versions its FlightInfo was planned at.
+    let info = client
+        .execute("SELECT count(*) FROM NASDAQ.AAPL".into(), None)
+        .await
+        .unwrap();
+    put(
+        &mut flight,
+        path("NASDAQ", "AAPL"),
+        vec![ticks(1000..1010, 0.0)],
+    )
+    .await
+    .unwrap();
+    let pinned = fetch(&mut client, info).await;
+    assert_eq!(
+        pinned[0].column(0).as_primitive::<Int64Type>().value(0),
+        1100
+    );
+    let now = query(&mut client, "SELECT count(*) FROM NASDAQ.AAPL").await;
+    assert_eq!(now[0].column(0).as_primitive::<Int64Type>().value(0), 1110);
+
     // count(*) comes from the manifest: no scan.
     let explain = query(&mut client, "EXPLAIN SELECT count(*) FROM NASDAQ.AAPL").await;
     let text = format!("{:?}", explain);

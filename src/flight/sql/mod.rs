@@ -37,7 +37,7 @@ use tonic::Status;
 use super::do_put::Upload;
 use super::error::{Error, Result};
 use super::request;
-use crate::sql::{self, Sql, CATALOG};
+use crate::sql::{self, Pins, Sql, CATALOG};
 use crate::storage::{Engine, WriteMode, WriteOptions};
 
 /// Type URL prefix of Flight SQL messages.
@@ -109,13 +109,19 @@ impl FlightSql {
     /// `GetSchema` of a Flight SQL command.
     pub(crate) async fn schema(&self, any: Any) -> Result<SchemaRef> {
         match decode_command(any)? {
-            Command::CommandStatementQuery(q) => {
-                Ok(self.sql.plan(&q.query, Vec::new()).await?.schema())
-            }
+            Command::CommandStatementQuery(q) => Ok(self
+                .sql
+                .plan(&q.query, Vec::new(), &Pins::new())
+                .await?
+                .schema()),
             Command::CommandPreparedStatementQuery(q) => {
                 let handle = statements::Handle::decode(&q.prepared_statement_handle)?;
                 let params = handle.params()?;
-                Ok(self.sql.plan(&handle.sql, params).await?.schema())
+                Ok(self
+                    .sql
+                    .plan(&handle.sql, params, &Pins::new())
+                    .await?
+                    .schema())
             }
             other => Ok(metadata::info(other)?.0),
         }

@@ -21,7 +21,7 @@ use tonic::Status;
 
 use super::{Batches, FlightSql};
 use crate::flight::error::{Error, Result};
-use crate::sql::{self, count_schema, StatementKind};
+use crate::sql::{self, count_schema, Pins, StatementKind};
 
 /// Largest parameter upload kept in a handle.
 const MAX_PARAMETER_BYTES: usize = 1 << 20;
@@ -38,6 +38,10 @@ pub(super) struct Handle {
     /// The rows an INSERT / DELETE changed (it ran when its FlightInfo was asked for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     count: Option<u64>,
+    /// The versions the query was planned at, `[collection, item, version]`: `DoGet`
+    /// reads those, not what was committed since.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    versions: Vec<(String, String, u64)>,
 }
 
 impl Handle {
@@ -60,6 +64,14 @@ impl Handle {
         serde_json::to_vec(self)
             .expect("a handle serializes")
             .into()
+    }
+
+    /// The versions to plan at.
+    fn pins(&self) -> Pins {
+        self.versions
+            .iter()
+            .map(|(c, i, v)| ((c.clone(), i.clone()), *v))
+            .collect()
     }
 
     /// The bound parameters as scalars, `$1` first.
@@ -172,10 +184,16 @@ impl FlightSql {
         if in_transaction {
             return Err(no_transactions());
         }
-        let planned = self.sql.plan(&handle.sql, handle.params()?).await?;
+        let planned = self
+            .sql
+            .plan(&handle.sql, handle.params()?, &Pins::new())
+            .await?;
         let schema = planned.schema();
         if planned.kind() == StatementKind::Update {
             handle.count = Some(self.run_update(planned).await?);
+        } else {
+            let pins = planned.pins().iter();
+            handle.versions = pins.map(|((c, i), v)| (c.clone(), i.clone(), *v)).collect();
         }
         Ok((schema, ticket(&handle)))
     }
@@ -201,7 +219,10 @@ impl FlightSql {
             let batch = count_batch(count)?;
             return Ok((count_schema(), stream::once(async { Ok(batch) }).boxed()));
         }
-        let planned = self.sql.plan(&handle.sql, handle.params()?).await?;
+        let planned = self
+            .sql
+            .plan(&handle.sql, handle.params()?, &handle.pins())
+            .await?;
         if planned.kind() == StatementKind::Update {
             return Err(sql::Error::unsupported(
                 "an INSERT or DELETE in a ticket",
@@ -221,7 +242,7 @@ impl FlightSql {
 
     /// `CommandStatementUpdate`: run an INSERT or DELETE, the rows it changed.
     pub(super) async fn update(&self, text: &str, params: Vec<ScalarValue>) -> Result<i64> {
-        let planned = self.sql.plan(text, params).await?;
+        let planned = self.sql.plan(text, params, &Pins::new()).await?;
         if planned.kind() != StatementKind::Update {
             return Err(sql::Error::unsupported(
                 "a query sent as an update",
@@ -241,7 +262,10 @@ impl FlightSql {
         if request.transaction_id.is_some() {
             return Err(no_transactions());
         }
-        let planned = self.sql.plan(&request.query, Vec::new()).await?;
+        let planned = self
+            .sql
+            .plan(&request.query, Vec::new(), &Pins::new())
+            .await?;
         let parameters = planned.parameter_schema()?;
         let dataset = match planned.kind() {
             StatementKind::Query => planned.schema(),

@@ -196,6 +196,13 @@ impl FlightService for FlightStore {
                 description: format!("{description} Body: {body}"),
             })
         });
+        let sql = sql::ACTIONS.iter().map(|name| {
+            Ok(ActionType {
+                r#type: name.to_string(),
+                description: "Flight SQL (see the Flight SQL specification)".into(),
+            })
+        });
+        let types = types.chain(sql);
         Ok(Response::new(stream::iter(types).boxed()))
     }
 

@@ -170,6 +170,8 @@ impl Sql {
         let o = config.options_mut();
         o.sql_parser.enable_ident_normalization = false;
         o.sql_parser.map_string_types_to_utf8view = false;
+        // A sort answered by a backward scan buffers ahead this much (DataFusion: 1 GiB).
+        o.execution.sort_pushdown_buffer_capacity = 8 << 20;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_bytes)))
             .build_arc()?;

@@ -59,25 +59,21 @@ impl ItemScanExec {
 
     fn build(engine: Engine, plan: ReadPlan, splits: Vec<ReadSplit>, backward: bool) -> Self {
         let schema = Arc::clone(plan.schema());
-        // The ordering column holds no nulls: the order is the same with nulls first or
-        // last, and `ORDER BY ts` (nulls last) must need no sort.
-        let orderings = schema.index_of(plan.ordered_on()).ok().map(|i| {
+        // The ordering column holds no nulls, so where nulls go is free: declare SQL's
+        // default (ASC NULLS LAST, DESC NULLS FIRST), which `ORDER BY ts [DESC]` asks for.
+        let ordering = schema.index_of(plan.ordered_on()).ok().map(|i| {
             let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(plan.ordered_on(), i));
-            [false, true].map(|nulls_first| {
-                let options = arrow::compute::SortOptions {
-                    descending: backward,
-                    nulls_first,
-                };
-                vec![PhysicalSortExpr::new(Arc::clone(&column), options)]
-            })
+            let options = arrow::compute::SortOptions {
+                descending: backward,
+                nulls_first: backward,
+            };
+            vec![PhysicalSortExpr::new(column, options)]
         });
-        let eq = EquivalenceProperties::new_with_orderings(
-            Arc::clone(&schema),
-            orderings.into_iter().flatten(),
-        );
+        let eq = EquivalenceProperties::new_with_orderings(Arc::clone(&schema), ordering);
         let properties = PlanProperties::new(
             eq,
-            Partitioning::UnknownPartitioning(splits.len().max(1)),
+            // Backward is one stream: it walks the splits itself, last first.
+            Partitioning::UnknownPartitioning(if backward { 1 } else { splits.len().max(1) }),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );

@@ -469,3 +469,48 @@ async fn ingest_maps_its_modes_to_writes_and_time_travel_reads_old_versions() {
     let e = client.execute_ingest(temp, data(0..1)).await.unwrap_err();
     assert_eq!(status(&e), Code::InvalidArgument, "{e}");
 }
+
+#[tokio::test]
+async fn ordered_reads_over_several_partitions_return_each_row_once() {
+    // Enough rows for two partitions, in three writes (several files).
+    let server = TestServer::start().await;
+    let mut flight = server.client().await;
+    for part in 0..3 {
+        let ids = part * 200_000..(part + 1) * 200_000;
+        put(&mut flight, path("NASDAQ", "AAPL"), vec![ticks(ids, 0.0)])
+            .await
+            .unwrap();
+    }
+    let mut client = sql_client(&server).await;
+    let ids = |batches: Vec<RecordBatch>| -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    };
+    let explain = query(&mut client, "EXPLAIN SELECT trade_id FROM NASDAQ.AAPL").await;
+    assert!(
+        format!("{explain:?}").contains("partitions=2"),
+        "{explain:?}"
+    );
+    let forward = ids(query(&mut client, "SELECT trade_id FROM NASDAQ.AAPL ORDER BY ts").await);
+    assert_eq!(forward, (0..600_000).collect::<Vec<_>>());
+    let backward = ids(query(
+        &mut client,
+        "SELECT trade_id FROM NASDAQ.AAPL ORDER BY ts DESC",
+    )
+    .await);
+    assert_eq!(backward, (0..600_000).rev().collect::<Vec<_>>());
+    let last = ids(query(
+        &mut client,
+        "SELECT trade_id FROM NASDAQ.AAPL ORDER BY ts DESC LIMIT 4",
+    )
+    .await);
+    assert_eq!(last, vec![599_999, 599_998, 599_997, 599_996]);
+    let first = ids(query(
+        &mut client,
+        "SELECT trade_id FROM NASDAQ.AAPL ORDER BY ts LIMIT 4",
+    )
+    .await);
+    assert_eq!(first, vec![0, 1, 2, 3]);
+}

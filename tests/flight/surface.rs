@@ -379,8 +379,13 @@ async fn every_action_works() {
     let names: Vec<&str> = listed.iter().map(|a| a.r#type.as_str()).collect();
     // Flightstore's actions with their bodies, then the Flight SQL actions.
     let ours = flightstore::flight::ACTIONS.len();
-    assert!(listed[..ours].iter().all(|a| a.description.contains("Body:")));
-    assert!(names[ours..].contains(&"CreatePreparedStatement"), "{names:?}");
+    assert!(listed[..ours]
+        .iter()
+        .all(|a| a.description.contains("Body:")));
+    assert!(
+        names[ours..].contains(&"CreatePreparedStatement"),
+        "{names:?}"
+    );
 
     assert_eq!(
         action(&mut client, "health", json!({})).await.unwrap()["status"],

@@ -1,13 +1,13 @@
 //! Flightstore: a time-series store that speaks Apache Arrow Flight.
 //!
 //! ```text
-//!   clients (pyarrow, Rust, Java, Go, ADBC)
-//!        │ Arrow Flight / gRPC
+//!   clients (pyarrow, Rust, Java, Go, ADBC, JDBC)
+//!        │ Arrow Flight / Flight SQL / gRPC
 //!   server   (tonic transport: port, TCP_NODELAY, HTTP/2 windows, shutdown)
 //!        │
-//!   flight   (FlightService: DoPut, DoGet, GetFlightInfo, ListFlights, actions)
-//!        │
-//!   sql      (DataFusion: row filters, later Flight SQL)
+//!   flight   (FlightService: DoPut, DoGet, GetFlightInfo, ListFlights, actions;
+//!        │    flight/sql: Flight SQL commands, tickets and actions)
+//!   sql      (DataFusion: items as tables over the engine's read plans; row filters)
 //!        │
 //!   storage  (Engine: ordered, versioned Parquet items; manifests, merge, compaction)
 //!        │
@@ -43,9 +43,20 @@
 //!                  ─► FlightDataEncoder ─► the client
 //! ```
 //!
+//! # The SQL path
+//! ```text
+//! GetFlightInfo(CommandStatementQuery | prepared) ─► flight/sql ─► sql::Sql::plan:
+//!                  each item named pinned to a version (sql/catalog), DataFusion plan
+//!                  ─► schema + a ticket carrying the SQL, parameters and versions
+//! DoGet ticket  ─► plan again at those versions ─► sql/table: ItemTable::scan turns
+//!                  ranges of the ordering column, projection and limit into a ReadPlan
+//!                  ─► sql/scan: ItemScanExec runs its splits with Engine::execute
+//!                  ─► DataFusion operators ─► the client
+//! ```
+//!
 //! # Layout
 //! - [`storage`]: the engine; no dependency on anything above it.
-//! - [`sql`]: DataFusion glue (row filters).
+//! - [`sql`]: SQL on DataFusion: items as tables, pushdown, time travel, row filters.
 //! - [`flight`]: the Flight surface and the one error-to-status map; the wire codec is the
 //!   crate `flightstore-client` (`client/`), shared with clients.
 //! - [`server`]: binding, transport tuning and shutdown; `src/main.rs` is the CLI.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, UInt32Array, UInt64Array};
-use arrow::compute::take_record_batch;
+use arrow::compute::{take_record_batch, SortOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -39,7 +39,10 @@ pub(crate) struct ItemScanExec {
     engine: Engine,
     plan: ReadPlan,
     splits: Vec<ReadSplit>,
-    backward: bool,
+    /// The order declared: `descending` is a backward scan. The ordering column holds no
+    /// nulls, so `nulls_first` is whatever the query asked for (SQL's default: ASC NULLS
+    /// LAST).
+    order: SortOptions,
     properties: Arc<PlanProperties>,
 }
 
@@ -54,20 +57,15 @@ impl ItemScanExec {
         } else {
             plan.splits(per_partition)
         };
-        Self::build(engine, plan, splits, false)
+        Self::build(engine, plan, splits, SortOptions::new(false, false))
     }
 
-    fn build(engine: Engine, plan: ReadPlan, splits: Vec<ReadSplit>, backward: bool) -> Self {
+    fn build(engine: Engine, plan: ReadPlan, splits: Vec<ReadSplit>, order: SortOptions) -> Self {
         let schema = Arc::clone(plan.schema());
-        // The ordering column holds no nulls, so where nulls go is free: declare SQL's
-        // default (ASC NULLS LAST, DESC NULLS FIRST), which `ORDER BY ts [DESC]` asks for.
+        let backward = order.descending;
         let ordering = schema.index_of(plan.ordered_on()).ok().map(|i| {
             let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(plan.ordered_on(), i));
-            let options = arrow::compute::SortOptions {
-                descending: backward,
-                nulls_first: backward,
-            };
-            vec![PhysicalSortExpr::new(column, options)]
+            vec![PhysicalSortExpr::new(column, order)]
         });
         let eq = EquivalenceProperties::new_with_orderings(Arc::clone(&schema), ordering);
         let properties = PlanProperties::new(
@@ -81,13 +79,17 @@ impl ItemScanExec {
             engine,
             plan,
             splits,
-            backward,
+            order,
             properties: Arc::new(properties),
         }
     }
 
+    fn backward(&self) -> bool {
+        self.order.descending
+    }
+
     /// The same scan in descending key order, keeping the last `fetch` rows if given.
-    fn backward(&self, fetch: Option<usize>) -> Self {
+    fn reversed(&self, fetch: Option<usize>, nulls_first: bool) -> Self {
         let plan = self.plan.clone().with_last(fetch);
         let splits = match fetch {
             Some(_) => vec![plan.whole()],
@@ -97,7 +99,12 @@ impl ItemScanExec {
                 s
             }
         };
-        Self::build(self.engine.clone(), plan, splits, true)
+        Self::build(
+            self.engine.clone(),
+            plan,
+            splits,
+            SortOptions::new(true, nulls_first),
+        )
     }
 
     /// Batches of `split` in key order.
@@ -159,7 +166,7 @@ impl DisplayAs for ItemScanExec {
         if let Some(last) = o.last {
             write!(f, " last={last}")?;
         }
-        if self.backward {
+        if self.backward() {
             write!(f, " backward")?;
         }
         Ok(())
@@ -211,7 +218,7 @@ impl ExecutionPlan for ItemScanExec {
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let schema = Arc::clone(self.plan.schema());
-        let stream = if self.backward {
+        let stream = if self.backward() {
             self.backward_stream()
         } else {
             match self.splits.get(partition) {
@@ -239,8 +246,8 @@ impl ExecutionPlan for ItemScanExec {
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
-        if self.backward {
-            return Some(Arc::new(self.backward(limit)));
+        if self.backward() {
+            return Some(Arc::new(self.reversed(limit, self.order.nulls_first)));
         }
         let plan = self.plan.clone().with_limit(limit);
         let splits = vec![plan.whole()];
@@ -248,7 +255,7 @@ impl ExecutionPlan for ItemScanExec {
             self.engine.clone(),
             plan,
             splits,
-            false,
+            self.order,
         )))
     }
 
@@ -262,7 +269,8 @@ impl ExecutionPlan for ItemScanExec {
         order: &[PhysicalSortExpr],
     ) -> Result<SortOrderPushdownResult<Arc<dyn ExecutionPlan>>> {
         // `ORDER BY <ordering column> DESC [LIMIT n]`: read backward (the tail only with
-        // a limit). Ascending is the scan's own order, which DataFusion already knows.
+        // a limit). Ascending is the scan's own order: only where nulls go may differ,
+        // and the ordering column has none.
         let ordered_on = self.plan.ordered_on();
         let [first] = order else {
             return Ok(SortOrderPushdownResult::Unsupported);
@@ -271,11 +279,18 @@ impl ExecutionPlan for ItemScanExec {
             .expr
             .downcast_ref::<Column>()
             .is_some_and(|c| c.name() == ordered_on);
-        if !on_key || !first.options.descending || self.backward || self.fetch().is_some() {
+        if !on_key || self.backward() || self.fetch().is_some() {
             return Ok(SortOrderPushdownResult::Unsupported);
         }
+        let wanted = first.options;
+        let inner = if wanted.descending {
+            self.reversed(None, wanted.nulls_first)
+        } else {
+            let (plan, splits) = (self.plan.clone(), self.splits.clone());
+            Self::build(self.engine.clone(), plan, splits, wanted)
+        };
         Ok(SortOrderPushdownResult::Exact {
-            inner: Arc::new(self.backward(None)),
+            inner: Arc::new(inner),
         })
     }
 }

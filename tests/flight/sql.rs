@@ -513,4 +513,18 @@ async fn ordered_reads_over_several_partitions_return_each_row_once() {
     )
     .await);
     assert_eq!(first, vec![0, 1, 2, 3]);
+    // Either null order: the ordering column holds none.
+    for (order, want) in [
+        ("ts DESC NULLS LAST LIMIT 2", vec![599_999, 599_998]),
+        ("ts NULLS FIRST LIMIT 2", vec![0, 1]),
+    ] {
+        let sql = format!("SELECT trade_id FROM NASDAQ.AAPL ORDER BY {order}");
+        assert_eq!(ids(query(&mut client, &sql).await), want, "{sql}");
+    }
+    let all = ids(query(
+        &mut client,
+        "SELECT trade_id FROM NASDAQ.AAPL ORDER BY ts DESC NULLS LAST",
+    )
+    .await);
+    assert_eq!(all.len(), 600_000);
 }

@@ -84,11 +84,20 @@ pub enum Error {
         message: String,
     },
 
-    /// A Flight SQL message this server does not take (or that does not decode).
-    #[error("{type_url} is not a Flight SQL command this server takes (or it does not decode)")]
+    /// A Flight SQL message that does not decode.
+    #[error("{type_url}: not a Flight SQL message that decodes")]
     UnknownSqlCommand {
         /// Its type URL.
         type_url: String,
+    },
+
+    /// A Flight SQL command this server does not serve in this call.
+    #[error("{command} is not supported here: {hint}")]
+    UnsupportedSqlCommand {
+        /// The command's type URL.
+        command: String,
+        /// What to use instead.
+        hint: &'static str,
     },
 
     /// An action the server does not have.
@@ -149,7 +158,7 @@ impl Error {
             | Self::UnknownAction { .. }
             | Self::UnknownSqlCommand { .. } => Code::InvalidArgument,
             Self::Transport(status) => status.code(),
-            Self::Unimplemented { .. } => Code::Unimplemented,
+            Self::Unimplemented { .. } | Self::UnsupportedSqlCommand { .. } => Code::Unimplemented,
             Self::Encode { .. } => Code::Internal,
         }
     }

@@ -81,12 +81,7 @@ impl QueryTables {
         }
         for reference in references {
             match &reference {
-                TableReference::Bare { table } => {
-                    if table.as_ref() == AT_VERSION || table.as_ref() == AT_SNAPSHOT {
-                        continue; // a time travel call, resolved above
-                    }
-                    return Err(unqualified(engine, table).await);
-                }
+                TableReference::Bare { table } => return Err(unqualified(engine, table).await),
                 TableReference::Partial { schema, table } => {
                     out.add(engine, schema, table, pins).await?;
                 }

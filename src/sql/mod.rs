@@ -29,7 +29,8 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
-use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
@@ -191,11 +192,25 @@ impl Sql {
         let kind = kind(&statement)?;
         number_placeholders(&mut statement);
         let references = self.state.resolve_table_references(&statement)?;
+        // A bare name that is a table function call (`at_version(...)`,
+        // `generate_series(...)`) is not a table.
+        let functions = self.state.table_functions();
+        let is_function =
+            |name: &str| name == AT_VERSION || name == AT_SNAPSHOT || functions.contains_key(name);
+        let references = references
+            .into_iter()
+            .filter(|r| !(matches!(r, TableReference::Bare { .. }) && is_function(r.table())))
+            .collect();
         let tables = QueryTables::resolve(&self.engine, &statement, references, pins).await?;
         let pins = tables.pins();
         let tables = Arc::new(tables);
-        let ctx = SessionContext::new_with_state(self.state.clone());
-        ctx.register_catalog(CATALOG, tables.catalog()?);
+        // A catalog list of this query's own: a clone of the state shares the list.
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(CATALOG.to_string(), tables.catalog()?);
+        let state = SessionStateBuilder::new_from_existing(self.state.clone())
+            .with_catalog_list(Arc::new(catalogs))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         for (name, function) in tables.time_travel() {
             ctx.register_udtf(name, function);
         }
@@ -252,29 +267,66 @@ fn kind(statement: &Statement) -> Result<StatementKind> {
                 INSERT INTO collection.item VALUES ... | SELECT ..., and \
                 DELETE FROM collection.item WHERE <a range of the ordering column>; \
                 create items by writing to them (DoPut or ingest)";
+    let refuse = |what: String| {
+        let what = what
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        Error::unsupported(what, hint)
+    };
     let s = match statement {
         Statement::Statement(s) => s.as_ref(),
-        Statement::Explain(_) => return Ok(StatementKind::Query),
-        other => {
-            let what = other.to_string();
-            let what = what
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
-            return Err(Error::unsupported(what, hint));
+        // EXPLAIN of a query or a change; EXPLAIN ANALYZE runs its statement: queries only.
+        Statement::Explain(e) => {
+            let inner = kind(&e.statement)?;
+            if e.options.analyze && inner != StatementKind::Query {
+                return Err(Error::unsupported(
+                    "EXPLAIN ANALYZE of an INSERT or DELETE",
+                    "EXPLAIN (without ANALYZE) shows its plan",
+                ));
+            }
+            return Ok(StatementKind::Query);
         }
+        other => return Err(refuse(other.to_string())),
     };
     match s {
         ast::Statement::Query(_) => Ok(StatementKind::Query),
-        ast::Statement::Insert(_) | ast::Statement::Delete(_) => Ok(StatementKind::Update),
-        ast::Statement::Explain { .. } => Ok(StatementKind::Query),
-        other => {
-            let text = other.to_string();
-            let what: Vec<&str> = text.split_whitespace().take(2).collect();
-            Err(Error::unsupported(what.join(" "), hint))
+        ast::Statement::Insert(_) => Ok(StatementKind::Update),
+        ast::Statement::Delete(d) => {
+            // DataFusion hands a table only the filters on it: a LIMIT, a subquery or a
+            // join would be dropped and delete more than asked.
+            let range_only = "DELETE FROM collection.item WHERE <a range of the ordering column> \
+                              (no LIMIT, ORDER BY, USING, RETURNING or subquery)";
+            if d.limit.is_some()
+                || !d.order_by.is_empty()
+                || d.using.is_some()
+                || d.returning.is_some()
+                || d.selection.as_ref().is_some_and(has_subquery)
+            {
+                return Err(Error::unsupported("this DELETE", range_only));
+            }
+            Ok(StatementKind::Update)
+        }
+        other => Err(refuse(other.to_string())),
+    }
+}
+
+/// Whether `expr` holds a subquery (`IN (SELECT ...)`, `EXISTS`, a scalar subquery).
+fn has_subquery(expr: &ast::Expr) -> bool {
+    struct Finder;
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &ast::Expr) -> ControlFlow<()> {
+            match e {
+                ast::Expr::Subquery(_)
+                | ast::Expr::Exists { .. }
+                | ast::Expr::InSubquery { .. } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
         }
     }
+    ast::Visit::visit(expr, &mut Finder).is_break()
 }
 
 /// Number `?` placeholders `$1`, `$2`, ... in order (DataFusion reads every `?` as one
@@ -294,8 +346,16 @@ fn number_placeholders(statement: &mut Statement) {
         }
     }
     let mut numbering = Numbering(0);
-    if let Statement::Statement(s) = statement {
-        let _ = s.visit(&mut numbering);
+    match statement {
+        Statement::Statement(s) => {
+            let _ = s.visit(&mut numbering);
+        }
+        Statement::Explain(e) => {
+            if let Statement::Statement(s) = e.statement.as_mut() {
+                let _ = s.visit(&mut numbering);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -327,11 +387,8 @@ fn plain_type(dt: &DataType) -> Option<DataType> {
 
 /// `batch` in `schema` (same columns; types cast where the wire type differs).
 fn to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    if batch.schema().fields() == schema.fields() {
-        return batch
-            .with_schema(Arc::clone(schema))
-            .map_err(|e| Error::from(datafusion::error::DataFusionError::from(e)));
-    }
+    // Always rebuilt: the announced schema may differ in metadata too (a UNION keeps
+    // only the metadata its inputs share).
     let columns = batch
         .columns()
         .iter()

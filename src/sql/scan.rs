@@ -158,12 +158,10 @@ impl ItemScanExec {
             .collect();
         stream::iter(scans)
             .then(|scan| async move {
-                let mut batches: Vec<RecordBatch> = scan.try_collect().await?;
-                batches.reverse();
-                let reversed = batches.iter().map(reverse).collect::<Result<Vec<_>>>()?;
-                Ok::<_, datafusion::error::DataFusionError>(stream::iter(
-                    reversed.into_iter().map(Ok),
-                ))
+                // Each batch is reversed as it is sent, and dropped: one copy at a time.
+                let batches: Vec<RecordBatch> = scan.try_collect().await?;
+                let reversed = batches.into_iter().rev().map(|b| reverse(&b));
+                Ok::<_, datafusion::error::DataFusionError>(stream::iter(reversed))
             })
             .try_flatten()
             .boxed()

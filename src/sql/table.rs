@@ -186,12 +186,18 @@ impl DataSink for ItemSink {
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let schema = data.schema();
+        // The engine sees a failed input as an upload error; the query's own error (a
+        // read failure, resources exhausted) is kept to be returned with its kind.
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let stash = Arc::clone(&failure);
         let input = data
-            .map_err(|e| storage::Error::Upload {
-                message: format!("the rows to insert failed: {e}"),
+            .map_err(move |e| {
+                let message = format!("the rows to insert failed: {e}");
+                *stash.lock().expect("insert failure poisoned") = Some(e);
+                storage::Error::Upload { message }
             })
             .boxed();
-        let receipt = self
+        let written = self
             .engine
             .write(
                 self.plan.collection(),
@@ -200,8 +206,14 @@ impl DataSink for ItemSink {
                 schema,
                 input,
             )
-            .await
-            .map_err(external)?;
-        Ok(receipt.rows_written)
+            .await;
+        match written {
+            Ok(receipt) => Ok(receipt.rows_written),
+            Err(e) => Err(failure
+                .lock()
+                .expect("insert failure poisoned")
+                .take()
+                .unwrap_or_else(|| external(e))),
+        }
     }
 }

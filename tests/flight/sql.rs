@@ -528,3 +528,113 @@ async fn ordered_reads_over_several_partitions_return_each_row_once() {
     .await);
     assert_eq!(all.len(), 600_000);
 }
+
+#[tokio::test]
+async fn concurrent_queries_each_see_their_own_tables() {
+    let server = TestServer::start().await;
+    let mut flight = server.client().await;
+    put(
+        &mut flight,
+        path("NASDAQ", "AAPL"),
+        vec![ticks(0..100, 0.0)],
+    )
+    .await
+    .unwrap();
+    put(&mut flight, path("NYSE", "IBM"), vec![ticks(0..7, 0.0)])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for k in 0..8 {
+        let mut client = sql_client(&server).await;
+        let (sql, want) = if k % 2 == 0 {
+            ("SELECT count(*) FROM NASDAQ.AAPL", 100)
+        } else {
+            ("SELECT count(*) FROM NYSE.IBM", 7)
+        };
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                let got = query(&mut client, sql).await;
+                assert_eq!(got[0].column(0).as_primitive::<Int64Type>().value(0), want);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn statements_that_could_do_more_than_asked_are_refused() {
+    let server = TestServer::start().await;
+    let mut flight = server.client().await;
+    put(
+        &mut flight,
+        path("NASDAQ", "AAPL"),
+        vec![ticks(0..100, 0.0)],
+    )
+    .await
+    .unwrap();
+    put(
+        &mut flight,
+        path("NASDAQ", "eod_prices"),
+        vec![ticks(0..5, 0.0)],
+    )
+    .await
+    .unwrap();
+    put(
+        &mut flight,
+        path("NASDAQ", "eodXprices"),
+        vec![ticks(0..5, 0.0)],
+    )
+    .await
+    .unwrap();
+    let mut client = sql_client(&server).await;
+    let out = server.dir.path().join("copied.csv");
+    let refused = [
+        format!("EXPLAIN ANALYZE COPY (SELECT 1) TO '{}' STORED AS CSV", out.display()),
+        format!("COPY (SELECT 1) TO '{}' STORED AS CSV", out.display()),
+        format!("EXPLAIN ANALYZE DELETE FROM NASDAQ.AAPL WHERE ts >= '{}'", ts(0)),
+        format!("DELETE FROM NASDAQ.AAPL WHERE ts >= '{}' LIMIT 1", ts(0)),
+        format!(
+            "DELETE FROM NASDAQ.AAPL WHERE ts >= '{}' AND ts IN (SELECT ts FROM NASDAQ.AAPL WHERE price > 98)",
+            ts(0)
+        ),
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/tmp'".to_string(),
+    ];
+    for sql in refused {
+        let e = client.execute(sql.clone(), None).await.unwrap_err();
+        assert_eq!(status(&e), Code::InvalidArgument, "{sql}: {e}");
+    }
+    assert!(!out.exists());
+    let n = query(&mut client, "SELECT count(*) FROM NASDAQ.AAPL").await;
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 100);
+
+    // EXPLAIN of a change shows its plan and changes nothing; table functions work.
+    let sql = format!("EXPLAIN DELETE FROM NASDAQ.AAPL WHERE ts >= '{}'", ts(0));
+    query(&mut client, &sql).await;
+    let n = query(&mut client, "SELECT count(*) FROM NASDAQ.AAPL").await;
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 100);
+    let n = query(&mut client, "SELECT count(*) FROM generate_series(1, 10)").await;
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 10);
+
+    // Catalog patterns honour the escape character, as JDBC sends them.
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: Some(r"eod\_prices".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let tables = fetch(&mut client, info).await;
+    let names = tables[0]
+        .column_by_name("table_name")
+        .unwrap()
+        .as_string::<i32>();
+    assert_eq!(
+        names.iter().flatten().collect::<Vec<_>>(),
+        vec!["eod_prices"]
+    );
+}

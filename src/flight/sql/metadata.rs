@@ -71,19 +71,16 @@ pub(super) async fn get(service: &FlightSql, command: Command) -> Result<(Schema
             let mut b = c.into_builder();
             if catalog_ok && types_ok {
                 let engine = service.engine();
-                for collection in engine.list_collections().await? {
-                    if !like(schema_pattern.as_deref(), &collection) {
-                        continue;
-                    }
+                let collections = engine.list_collections().await?;
+                for collection in matching(schema_pattern.as_deref(), collections)? {
                     let c = request::collection(&collection)?;
-                    for item in engine.list_items(&c, None, None).await? {
-                        if !like(table_pattern.as_deref(), &item) {
-                            continue;
-                        }
+                    let items = engine.list_items(&c, None, None).await?;
+                    for item in matching(table_pattern.as_deref(), items)? {
                         let schema = if include_schema {
                             let i = request::item(&item)?;
                             match engine.item_info(&c, &i, &At::Latest).await {
-                                Ok(info) => info.schema,
+                                // The schema a query of it announces.
+                                Ok(info) => crate::sql::wire_schema(&info.schema),
                                 Err(storage::Error::ItemNotFound { .. }) => continue,
                                 Err(e) => return Err(e.into()),
                             }
@@ -117,29 +114,33 @@ pub(super) async fn get(service: &FlightSql, command: Command) -> Result<(Schema
 }
 
 fn not_a_query(command: &Command) -> Error {
-    Error::UnknownSqlCommand {
-        type_url: format!("{} (not a query or catalog command)", command.type_url()),
+    Error::UnsupportedSqlCommand {
+        command: command.type_url().to_string(),
+        hint: "GetFlightInfo takes SQL statements, prepared statements and catalog commands \
+               (no Substrait plans)",
     }
 }
 
-/// SQL `LIKE` with `%` and `_` (no pattern matches everything).
-pub(super) fn like(pattern: Option<&str>, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some(('%', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            Some(('_', rest)) => !t.is_empty() && go(rest, &t[1..]),
-            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
-        }
-    }
-    match pattern {
-        None => true,
-        Some(p) => {
-            let p: Vec<char> = p.chars().collect();
-            let t: Vec<char> = text.chars().collect();
-            go(&p, &t)
-        }
-    }
+/// The names that match a SQL `LIKE` pattern (`%`, `_`, `\` escapes; none: all), with
+/// arrow's kernel, the one the catalog builders filter with.
+fn matching(pattern: Option<&str>, names: Vec<String>) -> Result<Vec<String>> {
+    let Some(pattern) = pattern else {
+        return Ok(names);
+    };
+    let array = StringArray::from(names);
+    let keep =
+        arrow::compute::like(&array, &StringArray::new_scalar(pattern)).map_err(|source| {
+            Error::Encode {
+                what: "a name pattern",
+                source,
+            }
+        })?;
+    Ok(array
+        .iter()
+        .zip(keep.iter())
+        .filter(|(_, keep)| keep.unwrap_or(false))
+        .map(|(name, _)| name.unwrap_or_default().to_string())
+        .collect())
 }
 
 fn primary_keys_schema() -> SchemaRef {

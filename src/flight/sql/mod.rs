@@ -178,8 +178,10 @@ impl FlightSql {
                 update(self.ingest(c, upload).await?).encode_to_vec().into()
             }
             other => {
-                return Err(Error::UnknownSqlCommand {
-                    type_url: format!("{} (not an update or ingest)", other.type_url()),
+                return Err(Error::UnsupportedSqlCommand {
+                    command: other.type_url().to_string(),
+                    hint: "DoPut takes updates, prepared statements' parameters and ingest \
+                           (no Substrait plans)",
                 })
             }
         })

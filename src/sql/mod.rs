@@ -207,9 +207,8 @@ impl Sql {
         // A catalog list of this query's own: a clone of the state shares the list.
         let catalogs = MemoryCatalogProviderList::new();
         catalogs.register_catalog(CATALOG.to_string(), tables.catalog()?);
-        let state = SessionStateBuilder::new_from_existing(self.state.clone())
-            .with_catalog_list(Arc::new(catalogs))
-            .build();
+        let mut state = self.state.clone();
+        state.register_catalog_list(Arc::new(catalogs));
         let ctx = SessionContext::new_with_state(state);
         for (name, function) in tables.time_travel() {
             ctx.register_udtf(name, function);

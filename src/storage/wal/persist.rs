@@ -9,6 +9,15 @@ const PARALLEL_PERSIST_ROWS: usize = 1 << 20;
 /// How often the persister looks for due tails.
 const PERSIST_TICK: Duration = Duration::from_millis(100);
 
+/// A durable tail written as one file, not committed yet.
+struct WrittenTail {
+    /// The stored manifest the tail follows.
+    base: Arc<Manifest>,
+    entries: Vec<Arc<TailEntry>>,
+    file: Result<TailFile>,
+    guard: InFlightGuard,
+}
+
 impl Engine {
     /// Persist the item's tail (the background persister); returns the manifest it
     /// committed. The file is encoded and written without the item's lock, so appends
@@ -18,25 +27,20 @@ impl Engine {
         c: &CollectionName,
         i: &ItemName,
     ) -> Result<Option<Arc<Manifest>>> {
-        let Some((base, entries)) = self.durable_tail(c, i).await? else {
+        let Some(written) = self.write_durable_tail(c, i).await? else {
             return Ok(None);
         };
-        let mut guard = InFlightGuard::new(self, c, i);
-        let file = self
-            .write_tail_file(c, i, &base, &entries, &mut guard)
-            .await;
         let _lock = self.item_lock(c, i).await;
         let unchanged = self
             .persisted_latest(c, i)
             .await?
-            .is_some_and(|m| m.version == base.version);
+            .is_some_and(|m| m.version == written.base.version);
         if !unchanged {
             // Another commit persisted the tail meanwhile: ours is not needed.
-            self.settle(guard, None).await;
+            self.settle(written.guard, None).await;
             return self.persist_locked(c, i).await;
         }
-        self.commit_tail_file(c, i, &base, &entries, file, guard)
-            .await
+        self.commit_tail_file(c, i, written).await
     }
 
     /// Persist the item's tail; the caller holds the item's lock.
@@ -45,6 +49,18 @@ impl Engine {
         c: &CollectionName,
         i: &ItemName,
     ) -> Result<Option<Arc<Manifest>>> {
+        match self.write_durable_tail(c, i).await? {
+            Some(written) => self.commit_tail_file(c, i, written).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The item's durable tail written as one file, or `None` if there is none.
+    async fn write_durable_tail(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+    ) -> Result<Option<WrittenTail>> {
         let Some((base, entries)) = self.durable_tail(c, i).await? else {
             return Ok(None);
         };
@@ -52,8 +68,12 @@ impl Engine {
         let file = self
             .write_tail_file(c, i, &base, &entries, &mut guard)
             .await;
-        self.commit_tail_file(c, i, &base, &entries, file, guard)
-            .await
+        Ok(Some(WrittenTail {
+            base,
+            entries,
+            file,
+            guard,
+        }))
     }
 
     /// Commit the manifests of a written tail file (the caller holds the item's lock),
@@ -62,18 +82,21 @@ impl Engine {
         &self,
         c: &CollectionName,
         i: &ItemName,
-        base: &Manifest,
-        entries: &[Arc<TailEntry>],
-        file: Result<TailFile>,
-        guard: InFlightGuard,
+        written: WrittenTail,
     ) -> Result<Option<Arc<Manifest>>> {
+        let WrittenTail {
+            base,
+            entries,
+            file,
+            guard,
+        } = written;
         let result = match file {
-            Ok(file) => self.commit_tail(c, i, base, entries, &file).await,
+            Ok(file) => self.commit_tail(c, i, &base, &entries, &file).await,
             Err(e) => Err(e),
         };
         self.settle(guard, result.as_ref().ok().map(|m| m.as_ref()))
             .await;
-        self.tail_persisted(c, i, entries, result)
+        self.tail_persisted(c, i, &entries, result)
     }
 
     /// The item's stored manifest and its durable tail entries (waiting for those still

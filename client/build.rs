@@ -16,7 +16,9 @@ use prost_types::FieldDescriptorProto;
 /// have hand-written serde in `src/codec.rs`; `PutReceipt` is only sent by the server.)
 const REQUESTS: &[&str] = &[
     "ReadRequest",
+    "Grid",
     "WriteRequest",
+    "Validation",
     "ListCriteria",
     "Empty",
     "CollectionRequest",

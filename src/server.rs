@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -12,7 +13,7 @@ use tonic::transport::Server;
 use tracing::info;
 
 use crate::flight::{FlightStore, ZeroCopyLayer, ENDPOINT_ROWS, MAX_MESSAGE_BYTES};
-use crate::sql::SqlOptions;
+use crate::sql::{SqlChecks, SqlOptions};
 use crate::storage::{Engine, Options};
 
 /// What `flightstore serve` needs.
@@ -60,7 +61,10 @@ pub struct Bound {
 impl Bound {
     /// Open the engine and bind the port.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let engine = Engine::open(&config.data, config.options.clone())?;
+        let mut options = config.options.clone();
+        // Validation checks are SQL, planned with DataFusion like read filters.
+        options.checks.get_or_insert_with(|| Arc::new(SqlChecks));
+        let engine = Engine::open(&config.data, options)?;
         let listener = TcpListener::bind(config.bind).await?;
         Ok(Self {
             listener,

@@ -110,7 +110,17 @@ impl Upload {
         i: &storage::ItemName,
         opts: storage::WriteOptions,
     ) -> Result<storage::WriteReceipt> {
-        match engine.write(c, i, opts, self.schema, self.batches).await {
+        self.run(|schema, batches| engine.write(c, i, opts, schema, batches))
+            .await
+    }
+
+    /// Hand the upload to an engine call; a transport failure keeps its status.
+    async fn run<T, F, Fut>(self, call: F) -> Result<T>
+    where
+        F: FnOnce(SchemaRef, BoxStream<'static, storage::Result<RecordBatch>>) -> Fut,
+        Fut: std::future::Future<Output = storage::Result<T>>,
+    {
+        match call(self.schema, self.batches).await {
             Ok(r) => Ok(r),
             Err(storage::Error::Upload { message }) => {
                 let status = self.failure.lock().expect("poisoned").take();
@@ -143,6 +153,9 @@ impl FlightStore {
             }
             DescriptorType::Cmd => {
                 let req: proto::WriteRequest = decode("WriteRequest", &d.cmd)?;
+                if let Some(column) = &req.item_column {
+                    return self.put_batch(&req, column, upload).await;
+                }
                 request::write_options(&req)?
             }
             DescriptorType::Unknown => return Err(Error::UntypedDescriptor { call: "DoPut" }),
@@ -156,6 +169,32 @@ impl FlightStore {
         };
         Ok(PutResult {
             app_metadata: flightstore_client::encode_json(&body).into(),
+        })
+    }
+
+    /// A batch write (`item_column`): the receipt lists each item's commit.
+    async fn put_batch(
+        &self,
+        req: &proto::WriteRequest,
+        column: &str,
+        upload: Upload,
+    ) -> Result<PutResult> {
+        if !req.item.is_empty() {
+            return Err(Error::Exclusive {
+                first: "item",
+                second: "item_column",
+            });
+        }
+        let c = request::collection(&req.collection)?;
+        let opts = request::write_settings(req)?;
+        let receipt = upload
+            .run(|schema, batches| self.engine.write_batch(&c, column, opts, schema, batches))
+            .await?;
+        info!(collection = %c, items = receipt.items.len(), rows = receipt.rows_received, "put batch");
+        Ok(PutResult {
+            app_metadata: serde_json::to_vec(&receipt)
+                .expect("a receipt is JSON")
+                .into(),
         })
     }
 }

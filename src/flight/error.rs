@@ -172,6 +172,7 @@ fn storage_code(e: &storage::Error) -> Code {
         | E::InvalidArgument { .. }
         | E::SchemaMismatch { .. }
         | E::OrderingColumn { .. }
+        | E::Validation { .. }
         | E::Upload { .. } => Code::InvalidArgument,
         E::FailedPrecondition { .. } => Code::FailedPrecondition,
         E::CollectionNotFound { .. }

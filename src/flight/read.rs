@@ -23,7 +23,32 @@ use super::error::{Error, Result};
 use super::request::{self, decode};
 use super::{FlightStore, RpcStream, MAX_FLIGHT_DATA_BYTES};
 use crate::sql::SqlFilter;
-use crate::storage::{self, At, ItemInfo, ReadPlan};
+use crate::storage::{self, At, CollectionName, Grid, ItemInfo, ItemName, ReadPlan};
+use request::Target;
+
+/// A planned read.
+enum Read {
+    One(ReadPlan),
+    /// A dense grid over one item.
+    Grid(ReadPlan, Grid),
+    /// Several items merged; `limit` / `last` apply to the merged stream.
+    Many {
+        plans: Vec<ReadPlan>,
+        limit: Option<usize>,
+        last: Option<usize>,
+    },
+}
+
+impl Read {
+    /// The schema of the batches.
+    fn schema(&self) -> Result<SchemaRef> {
+        Ok(match self {
+            Read::One(plan) => Arc::clone(plan.schema()),
+            Read::Grid(plan, _) => plan.grid_schema(),
+            Read::Many { plans, .. } => storage::many_schema(plans)?,
+        })
+    }
+}
 
 impl FlightStore {
     /// The Flight SQL command of a command descriptor, if it holds one.
@@ -49,11 +74,50 @@ impl FlightStore {
         }
     }
 
-    /// Plan a read: pinned to one version, its filter compiled against the item's
-    /// schema at that version.
-    async fn plan(&self, req: &proto::ReadRequest) -> Result<ReadPlan> {
-        let (c, i, options) = request::read_options(req)?;
-        let plan = self.engine.plan_read(&c, &i, options).await?;
+    /// Plan a read: each item pinned to one version, its filter compiled against the
+    /// item's schema at that version.
+    async fn plan(&self, req: &proto::ReadRequest) -> Result<Read> {
+        let (c, target, options) = request::read_options(req)?;
+        let grid = request::grid(req)?;
+        match target {
+            Target::One(i) => {
+                let plan = self.plan_item(req, &c, &i, options).await?;
+                Ok(match grid {
+                    Some(grid) => {
+                        plan.grid_slots(&grid)?; // checks the grid before any read
+                        Read::Grid(plan, grid)
+                    }
+                    None => Read::One(plan),
+                })
+            }
+            Target::Many(_) if grid.is_some() => Err(Error::Exclusive {
+                first: "grid",
+                second: "items",
+            }),
+            Target::Many(items) => {
+                let (limit, last) = (options.limit, options.last);
+                let mut plans = Vec::with_capacity(items.len());
+                for (i, version) in items {
+                    let mut options = options.clone();
+                    if let Some(v) = version {
+                        options.at = At::Version(v);
+                    }
+                    plans.push(self.plan_item(req, &c, &i, options).await?);
+                }
+                storage::many_schema(&plans)?; // checks the items agree before any read
+                Ok(Read::Many { plans, limit, last })
+            }
+        }
+    }
+
+    async fn plan_item(
+        &self,
+        req: &proto::ReadRequest,
+        c: &CollectionName,
+        i: &ItemName,
+        options: storage::ReadOptions,
+    ) -> Result<ReadPlan> {
+        let plan = self.engine.plan_read(c, i, options).await?;
         Ok(match request::filter(req) {
             Some(sql) => {
                 let filter = SqlFilter::try_new(sql, plan.item_schema())?;
@@ -63,33 +127,73 @@ impl FlightStore {
         })
     }
 
-    /// `GetFlightInfo`: schema, estimates, and one endpoint per split, each ticket pinned
-    /// to the version planned (a read over several endpoints is consistent).
+    /// `GetFlightInfo`: schema, estimates, and endpoints whose tickets are pinned to the
+    /// versions planned (a read over several endpoints is consistent). A plain read has
+    /// one endpoint per split; a grid or multi-item read has one.
     pub(super) async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo> {
         if let Some(any) = Self::sql_command(&descriptor) {
             return self.sql.flight_info(any, descriptor).await;
         }
         let req = Self::read_request(&descriptor, "GetFlightInfo")?;
-        let plan = self.plan(&req).await?;
+        let read = self.plan(&req).await?;
         let filter = request::filter(&req);
-        let mut info = FlightInfo::new()
-            .try_with_schema(plan.schema())
+        let info = FlightInfo::new()
+            .try_with_schema(read.schema()?.as_ref())
             .map_err(|source| Error::Encode {
                 what: "the schema",
                 source,
             })?
             .with_descriptor(descriptor)
-            // Exact where the manifest knows it; -1 (unknown) where a filter or a partial
-            // file decides.
-            .with_total_records(plan.rows().map_or(-1, |n| n as i64))
-            .with_total_bytes(plan.bytes() as i64)
-            .with_ordered(true)
-            .with_app_metadata(json!({"version": plan.version()}).to_string());
-        for split in plan.splits(self.endpoint_rows) {
-            let ticket = request::ticket(&plan, &split, filter);
-            info = info.with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)));
-        }
-        Ok(info)
+            .with_ordered(true);
+        let endpoint = |ticket: proto::ReadRequest| {
+            FlightEndpoint::new().with_ticket(Ticket::new(flightstore_client::ticket(&ticket)))
+        };
+        Ok(match read {
+            Read::One(plan) => {
+                // Exact where the manifest knows it; -1 (unknown) where a filter or a
+                // partial file decides.
+                let mut info = info
+                    .with_total_records(plan.rows().map_or(-1, |n| n as i64))
+                    .with_total_bytes(plan.bytes() as i64)
+                    .with_app_metadata(json!({"version": plan.version()}).to_string());
+                for split in plan.splits(self.endpoint_rows) {
+                    info = info.with_endpoint(endpoint(request::ticket(&plan, &split, filter)));
+                }
+                info
+            }
+            Read::Grid(plan, _) => {
+                let mut ticket = request::ticket(&plan, &plan.whole(), filter);
+                ticket.grid = req.grid.clone();
+                info.with_total_records(
+                    plan.grid_slots(&request::grid(&req)?.expect("a grid"))? as i64
+                )
+                .with_total_bytes(-1)
+                .with_app_metadata(json!({"version": plan.version()}).to_string())
+                .with_endpoint(endpoint(ticket))
+            }
+            Read::Many { plans, limit, last } => {
+                // Exact when every item's count is; at most `limit` / `last`.
+                let rows: Option<u64> = plans.iter().map(|p| p.rows()).sum();
+                let cap = limit.or(last).map_or(u64::MAX, |n| n as u64);
+                let total = rows.map_or(-1, |n| n.min(cap) as i64);
+                let versions: serde_json::Map<String, serde_json::Value> = plans
+                    .iter()
+                    .map(|p| (p.item().to_string(), json!(p.version())))
+                    .collect();
+                let ticket = proto::ReadRequest {
+                    item: String::new(),
+                    items: plans.iter().map(|p| p.item().to_string()).collect(),
+                    versions: plans.iter().map(|p| p.version()).collect(),
+                    version: None,
+                    snapshot: None,
+                    ..req.clone()
+                };
+                info.with_total_records(total)
+                    .with_total_bytes(plans.iter().map(|p| p.bytes() as i64).sum())
+                    .with_app_metadata(json!({ "versions": versions }).to_string())
+                    .with_endpoint(endpoint(ticket))
+            }
+        })
     }
 
     /// `GetSchema`: the schema a read returns (after projection).
@@ -98,7 +202,7 @@ impl FlightStore {
             Some(any) => self.sql.schema(any).await?,
             None => {
                 let req = Self::read_request(&descriptor, "GetSchema")?;
-                Arc::clone(self.plan(&req).await?.schema())
+                self.plan(&req).await?.schema()?
             }
         };
         SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
@@ -128,9 +232,16 @@ impl FlightStore {
             return self.sql.get(any).await;
         }
         let req: proto::ReadRequest = decode("ticket (ReadRequest)", &ticket.ticket)?;
-        let plan = self.plan(&req).await?;
-        debug!(collection = %plan.collection(), item = %plan.item(), version = plan.version(), "do_get");
-        let out = self.engine.execute(&plan, &plan.whole()).await?;
+        let out = match self.plan(&req).await? {
+            Read::One(plan) => {
+                debug!(collection = %plan.collection(), item = %plan.item(), version = plan.version(), "do_get");
+                self.engine.execute(&plan, &plan.whole()).await?
+            }
+            Read::Grid(plan, grid) => self.engine.execute_grid(&plan, grid).await?,
+            Read::Many { plans, limit, last } => {
+                self.engine.execute_many(&plans, limit, last).await?
+            }
+        };
         let batches = out.stream.map_err(|e| Status::from(Error::from(e)));
         Ok((out.schema, batches.boxed()))
     }

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
 use crate::storage::{
-    At, CollectionName, ItemName, KeyRange, ReadOptions, ReadPlan, ReadSplit, RowGroupTarget,
-    SnapshotName, WriteMode, WriteOptions,
+    At, CollectionName, Fill, Grid, ItemName, KeyRange, Period, Preset, ReadOptions, ReadPlan,
+    ReadSplit, RowGroupTarget, SnapshotName, Validation, WriteMode, WriteOptions,
 };
 
 /// Decode a wire message (JSON form or protobuf binary); `what` names it in errors.
@@ -85,12 +85,60 @@ fn count(n: Option<u64>) -> Option<usize> {
     n.map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-/// The item and engine options of a `ReadRequest` (its filter is compiled by the caller,
-/// against the item's schema at the version read).
+/// What a `ReadRequest` reads: one item, or several (`items`) each pinned to its
+/// version when a server-issued ticket gives `versions`.
+pub(crate) enum Target {
+    One(ItemName),
+    Many(Vec<(ItemName, Option<u64>)>),
+}
+
+/// The collection, items and engine options of a `ReadRequest` (its filter is compiled by
+/// the caller, against each item's schema at the version read).
 pub(crate) fn read_options(
     req: &proto::ReadRequest,
-) -> Result<(CollectionName, ItemName, ReadOptions)> {
-    let (c, i) = (collection(&req.collection)?, item(&req.item)?);
+) -> Result<(CollectionName, Target, ReadOptions)> {
+    let c = collection(&req.collection)?;
+    let target = match (req.item.is_empty(), req.items.is_empty()) {
+        (false, true) => Target::One(item(&req.item)?),
+        (true, false) => {
+            if req.version.is_some() {
+                return Err(Error::Exclusive {
+                    first: "version",
+                    second: "items",
+                });
+            }
+            if !req.versions.is_empty() && req.versions.len() != req.items.len() {
+                return Err(Error::BadSetting {
+                    field: "versions",
+                    message: "give one version per item".into(),
+                });
+            }
+            let mut items = Vec::with_capacity(req.items.len());
+            for (n, name) in req.items.iter().enumerate() {
+                let i = item(name)?;
+                if items.iter().any(|(j, _)| j == &i) {
+                    return Err(Error::BadSetting {
+                        field: "items",
+                        message: format!("item {name:?} is named twice"),
+                    });
+                }
+                items.push((i, req.versions.get(n).copied()));
+            }
+            Target::Many(items)
+        }
+        (false, false) => {
+            return Err(Error::Exclusive {
+                first: "item",
+                second: "items",
+            })
+        }
+        (true, true) => {
+            return Err(Error::BadSetting {
+                field: "item",
+                message: "name the item to read (item), or several (items)".into(),
+            })
+        }
+    };
     if req.limit.is_some() && req.last.is_some() {
         return Err(Error::Exclusive {
             first: "limit",
@@ -120,7 +168,17 @@ pub(crate) fn read_options(
         n_prev: count(req.n_prev).unwrap_or(0),
         at,
     };
-    Ok((c, i, options))
+    Ok((c, target, options))
+}
+
+/// The dense grid of a `ReadRequest`, if it asks for one.
+pub(crate) fn grid(req: &proto::ReadRequest) -> Result<Option<Grid>> {
+    let Some(g) = &req.grid else {
+        return Ok(None);
+    };
+    let freq = Period::parse(&g.freq)?;
+    let fill = Fill::parse(g.fill.as_deref().unwrap_or("null"))?;
+    Ok(Some(Grid { freq, fill }))
 }
 
 /// The filter of a `ReadRequest`, if it has a non-blank one.
@@ -129,10 +187,14 @@ pub(crate) fn filter(req: &proto::ReadRequest) -> Option<&str> {
 }
 
 /// The ticket of `split` of `plan`: pinned to the plan's version; `filter` as written.
-pub(crate) fn ticket(plan: &ReadPlan, split: &ReadSplit, filter: Option<&str>) -> Vec<u8> {
+pub(crate) fn ticket(
+    plan: &ReadPlan,
+    split: &ReadSplit,
+    filter: Option<&str>,
+) -> proto::ReadRequest {
     let o = plan.options();
     let whole = |n: Option<usize>| n.filter(|_| split.whole).map(|n| n as u64);
-    let req = proto::ReadRequest {
+    proto::ReadRequest {
         collection: plan.collection().to_string(),
         item: plan.item().to_string(),
         start: split.range.start.map(Into::into),
@@ -143,9 +205,8 @@ pub(crate) fn ticket(plan: &ReadPlan, split: &ReadSplit, filter: Option<&str>) -
         last: whole(o.last),
         n_prev: whole(Some(o.n_prev).filter(|&n| n > 0)),
         version: Some(plan.version()),
-        snapshot: None,
-    };
-    flightstore_client::ticket(&req)
+        ..Default::default()
+    }
 }
 
 /// The item and engine options of a `WriteRequest`.
@@ -153,6 +214,11 @@ pub(crate) fn write_options(
     req: &proto::WriteRequest,
 ) -> Result<(CollectionName, ItemName, WriteOptions)> {
     let (c, i) = (collection(&req.collection)?, item(&req.item)?);
+    Ok((c, i, write_settings(req)?))
+}
+
+/// The engine options of a `WriteRequest` (all but its collection and item).
+pub(crate) fn write_settings(req: &proto::WriteRequest) -> Result<WriteOptions> {
     let mode = match req.mode.as_deref() {
         None | Some("") => WriteMode::Append,
         Some(m) => WriteMode::parse(m)?,
@@ -191,8 +257,16 @@ pub(crate) fn write_options(
             .as_deref()
             .map(|s| setting(s, "schema_evolution"))
             .transpose()?,
+        validation: req.validation.as_ref().map(|v| Validation {
+            not_null: v.not_null.clone(),
+            checks: v.checks.clone(),
+            unique_ordering: v.unique_ordering,
+        }),
+        preset: req.preset.as_deref().map(Preset::parse).transpose()?,
+        rename: (!req.rename.is_empty()).then(|| req.rename.clone().into_iter().collect()),
+        drop: (!req.drop.is_empty()).then(|| req.drop.clone()),
     };
-    Ok((c, i, options))
+    Ok(options)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
-use crate::storage::{self, RowFilter};
+use crate::storage::{self, CheckCompiler, RowFilter};
 
 /// A SQL boolean expression over an item's columns.
 #[derive(Debug)]
@@ -96,5 +96,15 @@ impl RowFilter for SqlFilter {
             .and_then(|v| v.into_array(batch.num_rows()))
             .map_err(|e| storage::Error::invalid(format!("filter {:?} failed: {e}", self.text)))?;
         Ok(value.as_boolean().clone())
+    }
+}
+
+/// Validation checks compiled as [`SqlFilter`]s: what the server gives the engine.
+#[derive(Debug, Default)]
+pub struct SqlChecks;
+
+impl CheckCompiler for SqlChecks {
+    fn compile(&self, sql: &str, schema: &SchemaRef) -> storage::Result<Arc<dyn RowFilter>> {
+        Ok(Arc::new(SqlFilter::try_new(sql, schema)?))
     }
 }

@@ -44,7 +44,7 @@ use futures::{StreamExt, TryStreamExt};
 
 pub use catalog::{quote, Pins, AT_SNAPSHOT, AT_VERSION, CATALOG};
 pub use error::{Error, Result};
-pub use filter::SqlFilter;
+pub use filter::{SqlChecks, SqlFilter};
 pub use pushdown::{key_range, key_range_of_all};
 pub use scan::count_schema;
 

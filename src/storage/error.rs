@@ -28,6 +28,13 @@ pub enum Error {
         message: String,
     },
 
+    /// A row of the upload breaks one of the item's validation rules.
+    #[error("validation failed: {message}")]
+    Validation {
+        /// The rule, the column and the first offending row (index and value).
+        message: String,
+    },
+
     /// The uploaded data does not fit the item's schema under its evolution policy.
     #[error("schema mismatch for {collection}/{item}: {message}")]
     SchemaMismatch {
@@ -168,10 +175,11 @@ pub enum Error {
         message: String,
     },
 
-    /// A local I/O call failed outside the object store (starting threads, runtimes).
-    #[error("cannot start {what}: {source}")]
+    /// A local I/O call failed outside the object store (starting threads, runtimes,
+    /// spooling a batch write).
+    #[error("{what}: {source}")]
     Io {
-        /// What was being set up.
+        /// What was being done.
         what: &'static str,
         /// The cause.
         #[source]

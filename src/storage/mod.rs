@@ -53,6 +53,7 @@ mod merge;
 mod names;
 mod parquet;
 mod read;
+mod rules;
 mod schema;
 mod task;
 mod wal;
@@ -71,8 +72,14 @@ pub use error::{Error, Result};
 pub use key::{key_scale, system_clock, Clock, KeyRange, Period, SystemClock};
 pub use manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution, Settings};
 pub use names::{CollectionName, ItemName, SnapshotName};
-pub use read::{At, ReadOptions, ReadPlan, ReadSplit, ReadStream, RowFilter};
-pub use write::{WriteMode, WriteOptions, WriteReceipt};
+pub use read::{
+    many_schema, At, Fill, Grid, ReadOptions, ReadPlan, ReadSplit, ReadStream, RowFilter,
+    ITEM_COLUMN, MAX_GRID_SLOTS,
+};
+pub use rules::{CheckCompiler, Preset, Validation};
+pub use write::{
+    BatchReceipt, ItemReceipt, WriteMode, WriteOptions, WriteReceipt, MAX_BATCH_ITEMS,
+};
 
 use compact::Compactor;
 use names::Layout;
@@ -142,6 +149,9 @@ pub struct Options {
     pub wal_bytes: usize,
     /// Age at which acknowledged appends are persisted as Parquet.
     pub wal_persist_after: Duration,
+    /// Compiles the SQL of validation checks; without it, a write with checks fails.
+    /// The server gives DataFusion's.
+    pub checks: Option<Arc<dyn CheckCompiler>>,
 }
 
 impl Default for Options {
@@ -161,6 +171,7 @@ impl Default for Options {
             wal: false,
             wal_bytes: DEFAULT_WAL_BYTES,
             wal_persist_after: DEFAULT_WAL_PERSIST_AFTER,
+            checks: None,
         }
     }
 }

@@ -106,7 +106,7 @@ impl CpuRuntime {
             .enable_all()
             .build()
             .map_err(|e| Error::Io {
-                what: "the CPU runtime",
+                what: "cannot start the CPU runtime",
                 source: e,
             })?;
         Ok(Self {

@@ -14,5 +14,6 @@ mod failures;
 mod files;
 mod model;
 mod ops;
+mod rules;
 mod types;
 mod wal;

@@ -24,6 +24,12 @@ fn full_read() -> ReadRequest {
         n_prev: Some(2),
         version: Some(12),
         snapshot: Some("eod".into()),
+        items: vec!["x".into(), "y".into()],
+        grid: Some(Grid {
+            freq: "1min".into(),
+            fill: Some("previous".into()),
+        }),
+        versions: vec![3, 4],
     }
 }
 
@@ -103,6 +109,15 @@ fn write_requests_round_trip_through_json() {
         file_target_rows: Some(10_000),
         metadata: Some(r#"{"a":{"b":[1,2.5,"x"]},"c":null}"#.into()),
         schema_evolution: Some("widen".into()),
+        validation: Some(Validation {
+            not_null: vec!["price".into()],
+            checks: vec!["price > 0".into()],
+            unique_ordering: true,
+        }),
+        preset: Some("ohlc".into()),
+        rename: [("quoteVolume".to_string(), "quote_volume".to_string())].into(),
+        drop: vec!["weightedAverage".into()],
+        item_column: Some("symbol".into()),
     };
     let json = encode_json(&req);
     let text = String::from_utf8_lossy(&json);

@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
 use super::key::Period;
+use super::rules::{Preset, Validation};
 
 /// Version of the manifest format; readers refuse newer ones.
 pub(crate) const MANIFEST_FORMAT: u32 = 1;
@@ -92,6 +93,18 @@ pub struct Settings {
     pub file_target_rows: u64,
     /// Schema evolution policy.
     pub schema_evolution: SchemaEvolution,
+    /// Validation rules of every write.
+    #[serde(default, skip_serializing_if = "Validation::is_empty")]
+    pub validation: Validation,
+    /// The market-data preset the item was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// Incoming columns renamed before the schema check.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rename: BTreeMap<String, String>,
+    /// Incoming columns left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
 }
 
 /// One Parquet file of an item, or a run of its row groups.
@@ -266,6 +279,10 @@ mod tests {
                 row_group_target: RowGroupTarget::Period("1D".into()),
                 file_target_rows: 10,
                 schema_evolution: SchemaEvolution::Widen,
+                validation: Validation::default(),
+                preset: None,
+                rename: BTreeMap::new(),
+                drop: Vec::new(),
             }),
             schema: Some(Arc::clone(&schema)),
             metadata: Map::new(),

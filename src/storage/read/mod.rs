@@ -12,6 +12,8 @@
 //! `[start, end)`, apply the filter, prepend the `n_prev` rows before `start` that pass the
 //! filter, keep the first `limit` or the last `last` rows, project `columns`.
 
+mod grid;
+mod many;
 mod plan;
 mod scan;
 
@@ -21,6 +23,8 @@ use arrow::array::{BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use futures::stream::BoxStream;
 
+pub use grid::{Fill, Grid, MAX_GRID_SLOTS};
+pub use many::{many_schema, ITEM_COLUMN};
 pub use plan::{ReadPlan, ReadSplit};
 
 use super::error::Result;

@@ -97,6 +97,12 @@ impl ReadPlan {
         self
     }
 
+    /// Prepend up to `n_prev` rows before the range.
+    pub fn with_n_prev(mut self, n_prev: usize) -> Self {
+        self.options.n_prev = n_prev;
+        self
+    }
+
     /// Keep only the first `limit` rows (in place of any `last`).
     pub fn with_limit(mut self, limit: Option<usize>) -> Self {
         self.options.limit = limit;

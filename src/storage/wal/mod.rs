@@ -238,6 +238,10 @@ fn plain_append(opts: &WriteOptions) -> bool {
         file_target_rows,
         metadata,
         schema_evolution,
+        validation,
+        preset,
+        rename,
+        drop,
     } = opts;
     *mode == WriteMode::Append
         && ordered_on.is_none()
@@ -249,6 +253,10 @@ fn plain_append(opts: &WriteOptions) -> bool {
         && file_target_rows.is_none()
         && metadata.is_none()
         && schema_evolution.is_none()
+        && validation.is_none()
+        && preset.is_none()
+        && rename.is_none()
+        && drop.is_none()
 }
 
 /// The manifest readers see: `base` with `entries` (newer than it) as in-memory files.
@@ -442,8 +450,9 @@ impl Engine {
         let Ok(sorted) = sort_batch(batch, &settings.ordered_on, true) else {
             return declined(batches); // the ordinary path says what is wrong
         };
-        let dedup = !settings.dedup_on.is_empty();
-        // With a key, rows equal on the ordering column might be duplicates: merge them.
+        // With a key, rows equal on the ordering column might be duplicates; with unique
+        // ordering they are an error: either way the ordinary path merges them.
+        let dedup = !settings.dedup_on.is_empty() || settings.validation.unique_ordering;
         if dedup && sorted.keys.windows(2).any(|w| w[0] == w[1]) {
             return declined(batches);
         }

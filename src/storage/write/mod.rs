@@ -13,12 +13,14 @@
 //! The whole write runs on the engine's CPU runtime: the connection runtime only waits
 //! for it. A write whose caller goes away is aborted, and its files are removed at once.
 
+mod batch;
 mod budget;
 mod in_flight;
 mod plan;
 mod prepare;
 mod stage;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -28,6 +30,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::{debug, info};
 
+pub use batch::{BatchReceipt, ItemReceipt, MAX_BATCH_ITEMS};
 pub(crate) use budget::{batch_bytes, MemoryBudget, Reservation};
 pub(crate) use in_flight::{InFlight, InFlightGuard};
 
@@ -36,6 +39,7 @@ use super::error::{Error, Result};
 use super::manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution};
 use super::names::{CollectionName, ItemName};
 use super::read::At;
+use super::rules::{self, Preset, Ruled, Rules, Validation};
 use super::schema::resolve;
 use super::wal::Logged;
 use super::Engine;
@@ -94,7 +98,7 @@ impl WriteMode {
         })
     }
 
-    fn replaces_all(&self) -> bool {
+    pub(crate) fn replaces_all(&self) -> bool {
         matches!(self, Self::Overwrite | Self::Create)
     }
 }
@@ -122,6 +126,15 @@ pub struct WriteOptions {
     pub metadata: Option<Map<String, Value>>,
     /// Schema evolution policy (becomes the item's setting).
     pub schema_evolution: Option<SchemaEvolution>,
+    /// Validation rules (become the item's rules).
+    pub validation: Option<Validation>,
+    /// A market-data preset: schema, key, checks and legacy column map (sticks to the
+    /// item).
+    pub preset: Option<Preset>,
+    /// Incoming columns renamed before the schema check (sticks to the item).
+    pub rename: Option<BTreeMap<String, String>>,
+    /// Incoming columns left out (sticks to the item).
+    pub drop: Option<Vec<String>>,
 }
 
 /// What a write committed.
@@ -171,6 +184,18 @@ impl Engine {
                 "delete_range takes no data: use delete_range",
             ));
         }
+        let mut opts = opts;
+        let current = self.live(c, i).await?;
+        let rules = Rules::of_write(&mut opts, current.as_ref().map(|m| m.live_settings()))?;
+        let Ruled { schema, input } = rules::apply(
+            &rules,
+            current.as_deref(),
+            opts.mode.replaces_all(),
+            opts.ordered_on.as_deref(),
+            self.inner.options.checks.as_ref(),
+            schema,
+            input,
+        )?;
         let input = match self.append_to_log(c, i, &opts, &schema, input).await? {
             Logged::Done(receipt) => return Ok(receipt),
             Logged::Declined(input) => input,
@@ -337,6 +362,7 @@ impl Engine {
                     &stored,
                     &runs,
                     p.key.as_ref(),
+                    settings.validation.unique_ordering,
                     p.range,
                     guard,
                 )

@@ -25,6 +25,7 @@ use crate::storage::manifest::{FileEntry, Keep};
 use crate::storage::merge::{sort_batch, Dedup, Merger, Source};
 use crate::storage::names::{CollectionName, ItemName};
 use crate::storage::parquet::{scan, split_row_groups, FileSink, FileTarget, READ_BATCH_ROWS};
+use crate::storage::rules::unique_keys;
 use crate::storage::Engine;
 
 /// A piece of the plan: a stored file or a staged run.
@@ -59,6 +60,7 @@ impl Engine {
         stored: &[FileEntry],
         runs: &[Run],
         key: Option<&(Vec<String>, Keep)>,
+        unique: bool,
         deleted: Option<KeyRange>,
         guard: &mut InFlightGuard,
     ) -> Result<Planned> {
@@ -109,7 +111,9 @@ impl Engine {
             });
         }
         pieces.sort_by_key(|p| (p.file.min, p.priority));
-        let dedup = key.is_some();
+        // Pieces that share a boundary key merge when equal keys may meet: to be
+        // de-duplicated, or refused under unique ordering.
+        let dedup = key.is_some() || unique;
         // Sweep into components of pieces that must be merged together.
         let mut components: Vec<Vec<Piece>> = Vec::new();
         let mut comp_max = i64::MIN;
@@ -154,7 +158,7 @@ impl Engine {
                 continue;
             }
             let out = self
-                .merge_component(c, i, target, comp, key, deleted, guard)
+                .merge_component(c, i, target, comp, key, unique, deleted, guard)
                 .await?;
             planned.rows_new += out.1;
             planned.written.extend(out.0.iter().map(|f| f.name.clone()));
@@ -175,6 +179,7 @@ impl Engine {
         target: &FileTarget,
         mut comp: Vec<Piece>,
         key: Option<&(Vec<String>, Keep)>,
+        unique: bool,
         deleted: Option<KeyRange>,
         guard: &mut InFlightGuard,
     ) -> Result<(Vec<FileEntry>, u64)> {
@@ -231,6 +236,7 @@ impl Engine {
         };
         let mut sink = FileSink::new(target.clone(), guard);
         let mut rows_new = 0u64;
+        let mut last_key = None;
         loop {
             let next = merger.next().await?;
             let done = next.is_none();
@@ -240,6 +246,9 @@ impl Engine {
                 (None, k) => k,
             };
             if let Some(k) = &out {
+                if unique {
+                    unique_keys(&target.ordered_on, &k.batch, &k.keys, &mut last_key)?;
+                }
                 rows_new += k.is_new.iter().filter(|&&n| n).count() as u64;
                 sink.push(k).await?;
             }

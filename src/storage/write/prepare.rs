@@ -95,23 +95,25 @@ impl Engine {
             .schema_evolution
             .or(existing.map(|s| s.schema_evolution))
             .unwrap_or_default();
-        let settings = match existing {
-            Some(s) => Settings {
-                ordered_on: ordered_on.clone(),
-                dedup_on: s.dedup_on.clone(),
-                keep: s.keep,
-                row_group_target,
-                file_target_rows,
-                schema_evolution,
-            },
-            None => Settings {
-                ordered_on: ordered_on.clone(),
-                dedup_on: opts.dedup_on.clone().unwrap_or_default(),
-                keep: opts.keep.unwrap_or_default(),
-                row_group_target,
-                file_target_rows,
-                schema_evolution,
-            },
+        let (dedup_on, keep) = match existing {
+            Some(s) => (s.dedup_on.clone(), s.keep),
+            None => (
+                opts.dedup_on.clone().unwrap_or_default(),
+                opts.keep.unwrap_or_default(),
+            ),
+        };
+        let settings = Settings {
+            ordered_on: ordered_on.clone(),
+            dedup_on,
+            keep,
+            row_group_target,
+            file_target_rows,
+            schema_evolution,
+            // The data rules: what this write gives, else the item's.
+            validation: rule(&opts.validation, existing, |s| &s.validation),
+            preset: opts.preset.or(existing.and_then(|s| s.preset)),
+            rename: rule(&opts.rename, existing, |s| &s.rename),
+            drop: rule(&opts.drop, existing, |s| &s.drop),
         };
         let base = if opts.mode.replaces_all() {
             None
@@ -214,4 +216,16 @@ impl Engine {
             provenance,
         }
     }
+}
+
+/// A data rule of a write: the one it gives, else the item's, else none.
+fn rule<T: Clone + Default>(
+    given: &Option<T>,
+    existing: Option<&Settings>,
+    stored: impl Fn(&Settings) -> &T,
+) -> T {
+    given
+        .clone()
+        .or_else(|| existing.map(|s| stored(s).clone()))
+        .unwrap_or_default()
 }

@@ -27,6 +27,7 @@ use crate::storage::manifest::{FileEntry, Keep};
 use crate::storage::merge::{sort_batch, Dedup, Keyed};
 use crate::storage::names::{CollectionName, ItemName};
 use crate::storage::parquet::{FileSink, FileTarget};
+use crate::storage::rules::unique_keys;
 use crate::storage::schema::adapt;
 use crate::storage::task::SpawnedTask;
 use crate::storage::Engine;
@@ -85,8 +86,22 @@ impl Chunk {
 /// What a staging task hands back: its files (to settle with the write) and its runs.
 type StageOutcome = (InFlightGuard, Result<Vec<FileEntry>>);
 
-/// The sort key of a write: `(key columns, keep)` if it de-duplicates.
-type Key = Option<(Vec<String>, Keep)>;
+/// How a write sorts its rows: the de-duplication `(key columns, keep)`, if any, and
+/// whether ordering values must be unique.
+#[derive(Debug, Clone)]
+struct Key {
+    dedup: Option<(Vec<String>, Keep)>,
+    unique: bool,
+}
+
+impl Key {
+    fn of(p: &Prepared) -> Self {
+        Self {
+            dedup: p.key.clone(),
+            unique: p.settings.validation.unique_ordering,
+        }
+    }
+}
 
 /// Sort (and de-duplicate) one chunk of an upload, on a blocking thread.
 async fn sort_chunk(
@@ -99,14 +114,23 @@ async fn sort_chunk(
         let batch = arrow::compute::concat_batches(&schema, &batches)?;
         drop(batches);
         let sorted = sort_batch(batch, &ordered_on, true)?;
-        if let Some((cols, keep)) = key {
-            let mut d = Dedup::new(Arc::clone(&schema), &ordered_on, &cols, keep)?;
-            let mut out = Vec::new();
-            out.extend(d.push(sorted)?);
-            out.extend(d.finish()?);
-            return Ok(out);
+        let out = match key.dedup {
+            Some((cols, keep)) => {
+                let mut d = Dedup::new(Arc::clone(&schema), &ordered_on, &cols, keep)?;
+                let mut out = Vec::new();
+                out.extend(d.push(sorted)?);
+                out.extend(d.finish()?);
+                out
+            }
+            None => vec![sorted],
+        };
+        if key.unique {
+            let mut last = None;
+            for k in &out {
+                unique_keys(&ordered_on, &k.batch, &k.keys, &mut last)?;
+            }
         }
-        Ok(vec![sorted])
+        Ok(out)
     })
     .join()
     .await?
@@ -151,7 +175,7 @@ fn memory_run(keyed: Vec<Keyed>) -> Option<Run> {
 
 /// Check an incoming batch against the write: the ordering column holds no nulls, and
 /// rows of a `replace_range` lie inside its range.
-fn check_batch(p: &Prepared, batch: &RecordBatch) -> Result<()> {
+pub(super) fn check_batch(p: &Prepared, batch: &RecordBatch) -> Result<()> {
     let ordered_on = &p.settings.ordered_on;
     let col = batch.column_by_name(ordered_on).expect("adapted");
     if let Some(range) = p.range {
@@ -232,7 +256,7 @@ impl Engine {
             collection: c,
             item: i,
             target: self.file_target(c, i, &p.settings, &p.schema, &p.metadata),
-            key: p.key.clone(),
+            key: Key::of(p),
             tasks: FuturesOrdered::new(),
             runs: Vec::new(),
         };
@@ -273,7 +297,7 @@ impl Engine {
                         // The whole upload is this one chunk: keep it in memory.
                         let schema = Arc::clone(&p.schema);
                         let on = p.settings.ordered_on.clone();
-                        let sorted = sort_chunk(done.batches, schema, on, p.key.clone()).await?;
+                        let sorted = sort_chunk(done.batches, schema, on, Key::of(p)).await?;
                         stager.runs.extend(memory_run(sorted));
                         held = done.share;
                         break;

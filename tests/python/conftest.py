@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
 
 import pyarrow.flight as flight
@@ -30,6 +31,8 @@ def server():
     if address is None:
         proc.kill()
         raise RuntimeError("the server did not report its address")
+    # Keep draining the server's log: a full pipe would block its logging threads.
+    threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
     yield f"grpc://{address}"
     # SIGTERM: a clean shutdown exits 0.
     proc.terminate()

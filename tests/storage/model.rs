@@ -6,10 +6,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
 use flightstore::sql::SqlFilter;
 use flightstore::storage::{
-    At, Engine, Error, Keep, KeyRange, ReadOptions, SnapshotName, WriteMode, WriteOptions,
+    At, CollectionName, Engine, Error, ItemName, Keep, KeyRange, ReadOptions, SnapshotName,
+    WriteMode, WriteOptions,
 };
+use futures::TryStreamExt;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -230,6 +235,70 @@ async fn check_query(engine: &Engine, at: At, model: &Model, q: &Query, ctx: &st
     }
 }
 
+/// A multi-item read of `q` over the item and its companion (`other`, in a random order
+/// of the two), against the models merged: in time order, ties in item order, `limit` /
+/// `last` of the merged rows.
+async fn check_many(engine: &Engine, model: &Model, other: &Model, q: &Query, ctx: &str) {
+    let c = CollectionName::new("c").unwrap();
+    let mut items = [("item", model), ("other", other)];
+    if q.range.start.unwrap_or(0) % 2 == 0 {
+        items.reverse();
+    }
+    let mut plans = Vec::new();
+    let mut expected: Vec<(i64, usize, Row)> = Vec::new();
+    for (n, (name, m)) in items.iter().enumerate() {
+        let opts = ReadOptions {
+            range: q.range,
+            columns: Some(q.columns.iter().map(|s| s.to_string()).collect()),
+            limit: q.limit,
+            last: q.last,
+            n_prev: q.n_prev,
+            ..Default::default()
+        };
+        let i = ItemName::new(*name).unwrap();
+        plans.push(engine.plan_read(&c, &i, opts).await.unwrap());
+        let unfiltered = Query {
+            filter_k: None,
+            ..q.clone()
+        };
+        expected.extend(m.read(&unfiltered).into_iter().map(|r| (r.0, n, r)));
+    }
+    expected.sort_by_key(|e| (e.0, e.1));
+    if let Some(l) = q.limit {
+        expected.truncate(l);
+    }
+    if let Some(l) = q.last {
+        expected.drain(..expected.len().saturating_sub(l));
+    }
+    let read = engine.execute_many(&plans, q.limit, q.last).await.unwrap();
+    let batches: Vec<RecordBatch> = read.stream.try_collect().await.unwrap();
+    let got_items: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let col = cast(b.column(0), &DataType::Utf8).unwrap();
+            let col = col.as_string::<i32>().clone();
+            (0..col.len()).map(move |r| col.value(r).to_string())
+        })
+        .collect();
+    let want_items: Vec<String> = expected.iter().map(|e| items[e.1].0.to_string()).collect();
+    assert_eq!(got_items, want_items, "{ctx}: _item of many {q:?}");
+    for col in &q.columns {
+        let want: Vec<i64> = expected
+            .iter()
+            .map(|(_, _, r)| match *col {
+                "ts" => r.0,
+                "k" => r.1 as i64,
+                _ => r.2,
+            })
+            .collect();
+        assert_eq!(
+            column_i64(&batches, col),
+            want,
+            "{ctx}: many {col} of {q:?}"
+        );
+    }
+}
+
 /// Run `steps` random operations. With `wal`, the engine keeps a write-ahead log in a
 /// temporary folder, appends after the end (which take the log) are frequent, and the
 /// engine sometimes crashes (is dropped without persisting) and is opened again.
@@ -248,6 +317,22 @@ async fn run_model(seed: u64, steps: usize, wal: bool) {
     let mut snapshots: Vec<(String, u64)> = Vec::new();
     let mut next_v = 0i64;
     let mut exists = false;
+    // A companion item that multi-item reads merge with the item.
+    let other_rows = random_rows(&mut rng, &mut next_v, 30, 0, 60, &[]);
+    let other_item = ItemName::new("other").unwrap();
+    write_rows(
+        &engine,
+        &c,
+        &other_item,
+        WriteOptions::default(),
+        &other_rows,
+        7,
+    )
+    .await
+    .unwrap();
+    let other = Model {
+        rows: stable_merge(&[], &other_rows),
+    };
     for step in 0..steps {
         let ctx = format!("seed {seed} step {step}");
         let ops = if wal { 13 } else { 10 };
@@ -415,6 +500,7 @@ async fn run_model(seed: u64, steps: usize, wal: bool) {
             let q = random_query(&mut rng);
             check_query(&engine, At::Latest, &model, &q, &ctx).await;
         }
+        check_many(&engine, &model, &other, &random_query(&mut rng), &ctx).await;
         let versions: Vec<u64> = history.keys().copied().collect();
         let v = versions[rng.random_range(0..versions.len())];
         let q = random_query(&mut rng);

@@ -190,6 +190,16 @@ fn random_query(rng: &mut SmallRng) -> Query {
     }
 }
 
+/// Column `col` of model rows.
+fn values<'a>(rows: impl Iterator<Item = &'a Row>, col: &str) -> Vec<i64> {
+    rows.map(|r| match col {
+        "ts" => r.0,
+        "k" => r.1 as i64,
+        _ => r.2,
+    })
+    .collect()
+}
+
 async fn check_query(engine: &Engine, at: At, model: &Model, q: &Query, ctx: &str) {
     let (c, i) = names("c", "item");
     let filter = q.filter_k.map(|k| {
@@ -210,14 +220,7 @@ async fn check_query(engine: &Engine, at: At, model: &Model, q: &Query, ctx: &st
         .unwrap_or_else(|e| panic!("{ctx}: {e}"));
     let expected = model.read(q);
     for col in &q.columns {
-        let want: Vec<i64> = expected
-            .iter()
-            .map(|r| match *col {
-                "ts" => r.0,
-                "k" => r.1 as i64,
-                _ => r.2,
-            })
-            .collect();
+        let want = values(expected.iter(), col);
         assert_eq!(
             column_i64(&batches, col),
             want,
@@ -283,14 +286,7 @@ async fn check_many(engine: &Engine, model: &Model, other: &Model, q: &Query, ct
     let want_items: Vec<String> = expected.iter().map(|e| items[e.1].0.to_string()).collect();
     assert_eq!(got_items, want_items, "{ctx}: _item of many {q:?}");
     for col in &q.columns {
-        let want: Vec<i64> = expected
-            .iter()
-            .map(|(_, _, r)| match *col {
-                "ts" => r.0,
-                "k" => r.1 as i64,
-                _ => r.2,
-            })
-            .collect();
+        let want = values(expected.iter().map(|(_, _, r)| r), col);
         assert_eq!(
             column_i64(&batches, col),
             want,

@@ -7,9 +7,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, StringArray,
-};
+use arrow::array::{ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, StringArray};
+use arrow::buffer::ScalarBuffer;
+use arrow::compute::interleave_record_batch;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
@@ -17,8 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::scan::limit_stream;
 use super::{ReadPlan, ReadStream};
 use crate::storage::error::{Error, Result};
-use crate::storage::merge::{Merger, Source};
-use crate::storage::parquet::READ_BATCH_ROWS;
+use crate::storage::key::order_keys;
 use crate::storage::Engine;
 
 /// The name of the column that says which item a row of a multi-item read comes from.
@@ -90,18 +89,17 @@ impl Engine {
         let on = plans[0].ordered_on().to_string();
         let names: Arc<StringArray> =
             Arc::new(plans.iter().map(|p| Some(p.item().to_string())).collect());
-        // Each item is read with the ordering column too (the merge needs it).
-        let read_schema = match schema.field_with_name(&on) {
-            Ok(_) => Arc::clone(&schema),
-            Err(_) => {
-                let mut fields: Vec<Field> =
-                    schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-                let item_schema = plans[0].item_schema();
-                fields.push(item_schema.field_with_name(&on)?.clone());
-                Arc::new(Schema::new(fields))
-            }
-        };
-        let mut sources = Vec::with_capacity(plans.len());
+        // Each item is read with the ordering column too (the merge needs it), and its
+        // position as a plain int32 (merged far cheaper than a dictionary; it becomes the
+        // dictionary's keys after the merge).
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[0] = Field::new(ITEM_COLUMN, DataType::Int32, false);
+        if schema.field_with_name(&on).is_err() {
+            fields.push(plans[0].item_schema().field_with_name(&on)?.clone());
+        }
+        let read_schema = Arc::new(Schema::new(fields));
+        let mut sources: Vec<BoxStream<'static, Result<RecordBatch>>> =
+            Vec::with_capacity(plans.len());
         for (n, plan) in plans.iter().enumerate() {
             let mut columns: Vec<String> = plan
                 .schema()
@@ -114,19 +112,16 @@ impl Engine {
             }
             let plan = plan.clone().with_columns(columns)?;
             let read = self.execute(&plan, &plan.whole()).await?;
-            let (item_names, read_schema) = (Arc::clone(&names), Arc::clone(&read_schema));
+            let read_schema = Arc::clone(&read_schema);
             let stream = read
                 .stream
-                .map(move |b| with_item(b?, n as i32, &item_names, &read_schema))
+                .map(move |b| with_item(b?, n as i32, &read_schema))
                 .boxed();
-            sources.push(Source {
-                stream,
-                is_new: false,
-            });
+            sources.push(stream);
         }
-        let merger = Merger::new(&on, sources, READ_BATCH_ROWS);
+        let merger = TimeMerge::new(&on, sources);
         let merged = stream::try_unfold(merger, |mut m| async move {
-            Ok(m.next().await?.map(|k| (k.batch, m)))
+            Ok(m.next().await?.map(|b| (b, m)))
         });
         let out = Arc::clone(&schema);
         let merged = merged
@@ -135,7 +130,11 @@ impl Engine {
                 let mut columns: Vec<ArrayRef> = (0..out.fields().len())
                     .map(|i| Arc::clone(b.column(i)))
                     .collect();
-                columns[0] = one_dictionary(&columns[0], &names)?;
+                let keys = columns[0].as_primitive::<Int32Type>().clone();
+                columns[0] = Arc::new(DictionaryArray::<Int32Type>::try_new(
+                    keys,
+                    Arc::clone(&names) as ArrayRef,
+                )?);
                 Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
             })
             .boxed();
@@ -146,52 +145,141 @@ impl Engine {
         };
         Ok(ReadStream {
             schema,
-            version: 0,
+            version: 0, // each item has its own: the plans'
+
             stream,
         })
     }
 }
 
-/// `batch` of item `n` with the `_item` column first, in `schema`.
-fn with_item(
-    batch: RecordBatch,
-    n: i32,
-    names: &Arc<StringArray>,
-    schema: &SchemaRef,
-) -> Result<RecordBatch> {
-    let keys = Int32Array::from(vec![n; batch.num_rows()]);
-    let item: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::try_new(
-        keys,
-        Arc::clone(names) as ArrayRef,
-    )?);
-    let mut columns = vec![item];
+/// The merge of sorted streams whose rows interleave finely (the ticks of several
+/// symbols): each round takes from every stream the rows up to the smallest last key of
+/// their current batches (the merge is known up to there) and orders them with one stable
+/// sort of their keys, so ties keep stream order. Memory: one batch per stream and the
+/// round's output.
+struct TimeMerge {
+    ordered_on: String,
+    streams: Vec<BoxStream<'static, Result<RecordBatch>>>,
+    /// Each stream's current batch, its keys and the next row; `None` once it is done.
+    cursors: Vec<Option<(RecordBatch, ScalarBuffer<i64>, usize)>>,
+    done: Vec<bool>,
+}
+
+impl TimeMerge {
+    fn new(ordered_on: &str, streams: Vec<BoxStream<'static, Result<RecordBatch>>>) -> Self {
+        let n = streams.len();
+        Self {
+            ordered_on: ordered_on.to_string(),
+            streams,
+            cursors: (0..n).map(|_| None).collect(),
+            done: vec![false; n],
+        }
+    }
+
+    /// Load stream `i`'s next non-empty batch if its cursor is spent.
+    async fn fill(&mut self, i: usize) -> Result<()> {
+        while !self.done[i] && self.cursors[i].is_none() {
+            match self.streams[i].try_next().await? {
+                None => self.done[i] = true,
+                Some(b) if b.num_rows() == 0 => {}
+                Some(b) => {
+                    let col = b.column(b.schema().index_of(&self.ordered_on)?);
+                    let keys = order_keys(&self.ordered_on, col.as_ref())?;
+                    self.cursors[i] = Some((b, keys, 0));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Take stream `i`'s rows with keys `< bound` (or `== bound`) from its current batch.
+    fn take(&mut self, i: usize, bound: i64, equal: bool, round: &mut Round) {
+        let Some((batch, keys, pos)) = &mut self.cursors[i] else {
+            return;
+        };
+        let rest = &keys[*pos..];
+        let end = *pos
+            + if equal {
+                rest.partition_point(|&k| k <= bound)
+            } else {
+                rest.partition_point(|&k| k < bound)
+            };
+        if end > *pos {
+            let n = round.slices.len() as u32;
+            let from = *pos;
+            round
+                .order
+                .extend((from..end).map(|r| (keys[r], n, (r - from) as u32)));
+            round.slices.push(batch.slice(from, end - from));
+            *pos = end;
+        }
+        if *pos == batch.num_rows() {
+            self.cursors[i] = None;
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        for i in 0..self.streams.len() {
+            self.fill(i).await?;
+        }
+        let bound = self
+            .cursors
+            .iter()
+            .flatten()
+            .map(|(_, keys, _)| keys[keys.len() - 1])
+            .min();
+        let Some(bound) = bound else {
+            return Ok(None);
+        };
+        let mut round = Round::default();
+        // Every row below the bound is known: merge them all.
+        for i in 0..self.streams.len() {
+            self.take(i, bound, false, &mut round);
+        }
+        if round.order.is_empty() {
+            // Only rows at the bound are left in some batch: take them stream by stream,
+            // each through its following batches, so ties stay in stream order.
+            for i in 0..self.streams.len() {
+                loop {
+                    self.take(i, bound, true, &mut round);
+                    if self.cursors[i].is_some() {
+                        break;
+                    }
+                    self.fill(i).await?;
+                    let starts_at_bound = self.cursors[i]
+                        .as_ref()
+                        .is_some_and(|(_, keys, _)| keys[0] == bound);
+                    if !starts_at_bound {
+                        break;
+                    }
+                }
+            }
+        }
+        round.order.sort_by_key(|e| e.0); // stable: ties stay in stream order
+        let indices: Vec<(usize, usize)> = round
+            .order
+            .iter()
+            .map(|&(_, s, r)| (s as usize, r as usize))
+            .collect();
+        let refs: Vec<&RecordBatch> = round.slices.iter().collect();
+        Ok(Some(interleave_record_batch(&refs, &indices)?))
+    }
+}
+
+/// The rows of one round of [`TimeMerge`]: slices and `(key, slice, row)` in merge order.
+#[derive(Default)]
+struct Round {
+    slices: Vec<RecordBatch>,
+    order: Vec<(i64, u32, u32)>,
+}
+
+/// `batch` of item `n` with the item's position first, in `schema`.
+fn with_item(batch: RecordBatch, n: i32, schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int32Array::from(vec![n; batch.num_rows()]))];
     for f in &schema.fields()[1..] {
         columns.push(Arc::clone(batch.column(batch.schema().index_of(f.name())?)));
     }
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
-}
-
-/// The `_item` column of merged rows over the one dictionary of item names (the merge
-/// may have concatenated the sources' dictionaries, repeating names).
-fn one_dictionary(column: &ArrayRef, names: &Arc<StringArray>) -> Result<ArrayRef> {
-    let merged = column.as_dictionary::<Int32Type>();
-    let values = merged.values().as_string::<i32>();
-    if values.len() == names.len() {
-        return Ok(Arc::clone(column));
-    }
-    let position = |name: &str| (0..names.len()).position(|i| names.value(i) == name);
-    let mut map = Vec::with_capacity(values.len());
-    for v in 0..values.len() {
-        let n = position(values.value(v))
-            .ok_or_else(|| Error::invalid("the merge produced an unknown item name"))?;
-        map.push(n as i32);
-    }
-    let keys =
-        Int32Array::from_iter_values(merged.keys().values().iter().map(|&k| map[k as usize]));
-    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
-        keys,
-        Arc::clone(names) as ArrayRef,
-    )?))
 }
 
 /// The last `n` rows of a stream (which holds at most `n` rows plus one batch).

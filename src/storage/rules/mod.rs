@@ -157,30 +157,6 @@ impl Rules {
     }
 }
 
-/// An upload under its item's rules: the canonical schema and the checked batches.
-pub(crate) struct Ruled {
-    pub(crate) schema: SchemaRef,
-    pub(crate) input: BoxStream<'static, Result<RecordBatch>>,
-}
-
-/// Apply `rules` to an upload of `schema` (see [`Shaper::new`]).
-pub(crate) fn apply(
-    rules: &Rules,
-    current: Option<&Manifest>,
-    replaces_all: bool,
-    ordered_on: Option<&str>,
-    compiler: Option<&Arc<dyn CheckCompiler>>,
-    schema: SchemaRef,
-    input: BoxStream<'static, Result<RecordBatch>>,
-) -> Result<Ruled> {
-    let (schema, shaper) = Shaper::new(rules, current, replaces_all, ordered_on, compiler, schema)?;
-    let input = match shaper {
-        None => input,
-        Some(mut shaper) => input.map(move |b| shaper.shape(b?)).boxed(),
-    };
-    Ok(Ruled { schema, input })
-}
-
 /// Canonicalises and checks the batches of one upload.
 pub(crate) struct Shaper {
     /// The canonical schema, when columns are canonicalised.
@@ -190,17 +166,17 @@ pub(crate) struct Shaper {
 }
 
 impl Shaper {
-    /// The schema an upload of `schema` is written with under `rules` (canonical against
-    /// the item, `current`, unless the write replaces everything), and the shaper of its
-    /// batches (`None`: they pass as they are).
+    /// The schema an upload of `schema` is written with by `opts` under `rules`
+    /// (canonical against the item, `current`, unless the write replaces everything), and
+    /// the shaper of its batches (`None`: they pass as they are).
     pub(crate) fn new(
         rules: &Rules,
+        opts: &WriteOptions,
         current: Option<&Manifest>,
-        replaces_all: bool,
-        ordered_on: Option<&str>,
         compiler: Option<&Arc<dyn CheckCompiler>>,
         schema: SchemaRef,
     ) -> Result<(SchemaRef, Option<Self>)> {
+        let replaces_all = opts.mode.replaces_all();
         let stored = current.filter(|_| !replaces_all).map(|m| m.live_schema());
         let canonical = if rules.canonicalises() {
             Some(canonical_schema(rules, stored, &schema)?)
@@ -209,8 +185,9 @@ impl Shaper {
         };
         let schema = canonical.clone().unwrap_or(schema);
         // The ordering column: as given, the item's, or the default (the first timestamp).
-        let ordered_on = ordered_on
-            .map(str::to_string)
+        let ordered_on = opts
+            .ordered_on
+            .clone()
             .or_else(|| current.map(|m| m.live_settings().ordered_on.clone()))
             .or_else(|| {
                 let mut fields = schema.fields().iter();
@@ -227,6 +204,17 @@ impl Shaper {
             checker,
         };
         Ok((schema, Some(shaper)))
+    }
+
+    /// `input` through `shaper`, if any.
+    pub(crate) fn stream(
+        shaper: Option<Self>,
+        input: BoxStream<'static, Result<RecordBatch>>,
+    ) -> BoxStream<'static, Result<RecordBatch>> {
+        match shaper {
+            None => input,
+            Some(mut shaper) => input.map(move |b| shaper.shape(b?)).boxed(),
+        }
     }
 
     /// Count rows within `item`'s rows of a batch write.

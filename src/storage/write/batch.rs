@@ -230,14 +230,8 @@ impl Engine {
         let schema = Arc::new(arrow::datatypes::Schema::new(fields));
         let mut o = opts.clone();
         let rules = Rules::of_write(&mut o, current.as_ref().map(|m| m.live_settings()))?;
-        let (schema, shaper) = Shaper::new(
-            &rules,
-            current.as_deref(),
-            o.mode.replaces_all(),
-            o.ordered_on.as_deref(),
-            self.inner.options.checks.as_ref(),
-            schema,
-        )?;
+        let checks = self.inner.options.checks.as_ref();
+        let (schema, shaper) = Shaper::new(&rules, &o, current.as_deref(), checks, schema)?;
         let shaper = shaper.map(|s| s.for_item(&item));
         let prepared = self.prepare(c, &item, &o, current.as_deref(), &schema)?;
         let path = spool.join(format!("{}.arrow", index_name(name)));

@@ -39,7 +39,7 @@ use super::error::{Error, Result};
 use super::manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution};
 use super::names::{CollectionName, ItemName};
 use super::read::At;
-use super::rules::{self, Preset, Ruled, Rules, Validation};
+use super::rules::{Preset, Rules, Shaper, Validation};
 use super::schema::resolve;
 use super::wal::Logged;
 use super::Engine;
@@ -187,15 +187,9 @@ impl Engine {
         let mut opts = opts;
         let current = self.live(c, i).await?;
         let rules = Rules::of_write(&mut opts, current.as_ref().map(|m| m.live_settings()))?;
-        let Ruled { schema, input } = rules::apply(
-            &rules,
-            current.as_deref(),
-            opts.mode.replaces_all(),
-            opts.ordered_on.as_deref(),
-            self.inner.options.checks.as_ref(),
-            schema,
-            input,
-        )?;
+        let checks = self.inner.options.checks.as_ref();
+        let (schema, shaper) = Shaper::new(&rules, &opts, current.as_deref(), checks, schema)?;
+        let input = Shaper::stream(shaper, input);
         let input = match self.append_to_log(c, i, &opts, &schema, input).await? {
             Logged::Done(receipt) => return Ok(receipt),
             Logged::Declined(input) => input,

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, PrimitiveArray, RecordBatch};
+use arrow::buffer::ScalarBuffer;
 use arrow::compute::interleave;
 use arrow::datatypes::{
     ArrowTimestampType, DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -71,8 +72,13 @@ struct Slots {
 
 impl Slots {
     /// Slot `k`'s time, or `None` past the end.
+    #[inline]
     fn at(&self, k: i64) -> Option<i64> {
-        self.freq.add(self.start, k).filter(|&t| t < self.end)
+        let t = match self.freq {
+            Period::Fixed(ns) => k.checked_mul(ns).and_then(|d| self.start.checked_add(d)),
+            Period::Months(_) => self.freq.add(self.start, k),
+        };
+        t.filter(|&t| t < self.end)
     }
 
     /// How many slots there are.
@@ -243,7 +249,7 @@ struct Walk {
     /// The next slot's row, kept from an earlier input batch.
     matched_row: Option<RecordBatch>,
     /// The current input batch, its keys and the next row.
-    batch: Option<(RecordBatch, Vec<i64>)>,
+    batch: Option<(RecordBatch, ScalarBuffer<i64>)>,
     row: usize,
     input_done: bool,
     /// The last emitted slot's value and the next slot's row, if any.
@@ -290,7 +296,7 @@ impl Walk {
 
     fn feed(&mut self, batch: RecordBatch) -> Result<()> {
         let keys = order_keys(self.schema.field(0).name(), batch.column(0).as_ref())?;
-        self.batch = Some((batch, keys.to_vec()));
+        self.batch = Some((batch, keys));
         self.row = 0;
         Ok(())
     }
@@ -380,17 +386,13 @@ impl Walk {
             self.batch.as_ref().map_or(&self.nulls, |(b, _)| b),
         ];
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        columns.push(times(
-            self.schema.field(0).data_type(),
-            &self.times,
-            self.scale,
-        )?);
+        let slots = std::mem::replace(&mut self.times, Vec::with_capacity(GRID_BATCH_SLOTS));
+        columns.push(times(self.schema.field(0).data_type(), slots, self.scale)?);
         for c in 1..self.schema.fields().len() {
             let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
             columns.push(interleave(&arrays, &self.pending)?);
         }
         self.pending.clear();
-        self.times.clear();
         let nullable = self.nulls.schema();
         let fields: Vec<Field> = self
             .schema
@@ -413,11 +415,13 @@ impl Walk {
 }
 
 /// Slot times (ns) as the ordering column's timestamp type.
-fn times(data_type: &DataType, ns: &[i64], scale: i64) -> Result<ArrayRef> {
+fn times(data_type: &DataType, mut values: Vec<i64>, scale: i64) -> Result<ArrayRef> {
     let DataType::Timestamp(unit, tz) = data_type else {
         return Err(Error::invalid("a grid needs a timestamp ordering column"));
     };
-    let values = ns.iter().map(|t| t / scale);
+    if scale != 1 {
+        values.iter_mut().for_each(|t| *t /= scale);
+    }
     Ok(match unit {
         TimeUnit::Second => timestamps::<TimestampSecondType>(values, tz),
         TimeUnit::Millisecond => timestamps::<TimestampMillisecondType>(values, tz),
@@ -426,9 +430,7 @@ fn times(data_type: &DataType, ns: &[i64], scale: i64) -> Result<ArrayRef> {
     })
 }
 
-fn timestamps<T: ArrowTimestampType>(
-    values: impl Iterator<Item = i64>,
-    tz: &Option<Arc<str>>,
-) -> ArrayRef {
-    Arc::new(PrimitiveArray::<T>::from_iter_values(values).with_timezone_opt(tz.clone()))
+fn timestamps<T: ArrowTimestampType>(values: Vec<i64>, tz: &Option<Arc<str>>) -> ArrayRef {
+    let values = ScalarBuffer::from(values);
+    Arc::new(PrimitiveArray::<T>::new(values, None).with_timezone_opt(tz.clone()))
 }

@@ -18,6 +18,10 @@
 //! ```text
 //! DoPut ─► flight/do_put: descriptor ─► request::write_options
 //!   ─► storage Engine::write (on the CPU runtime)
+//!        rules          the item's data rules, batch by batch: columns renamed, dropped,
+//!                       converted and filled (presets, legacy maps), then validated
+//!                       (item_column: Engine::write_batch splits, checks and spools the
+//!                       upload, then writes each item)
 //!        wal            a plain append after the item's end: Arrow IPC to the log,
 //!                       one fdatasync per group of writers, acknowledged; persisted as
 //!                       Parquet in the background (one manifest per version)
@@ -41,6 +45,8 @@
 //!                  read/scan: files decode ahead on the reader's runtime (parquet/scan prunes
 //!                  row groups and pages) ─► filter, n_prev, limit/last, projection
 //!                  ─► FlightDataEncoder ─► the client
+//!                  (a grid: read/grid walks the rows beside the slots; several items:
+//!                  one plan each, merged in time order by read/many)
 //! ```
 //!
 //! # The SQL path

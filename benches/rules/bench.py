@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.flight as flight
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -104,6 +105,12 @@ def multi_item(client, reps, rows):
     merged = together()
     ts = np.asarray(merged["ts"].cast(pa.int64()))
     assert (np.diff(ts) >= 0).all(), "not in time order"
+    counts = merged["_item"].to_pandas().value_counts()
+    assert all(counts[i] == rows for i in items), counts
+    for item in items[:2]:  # each item's rows, in order, as read alone
+        mine = merged.filter(pa.compute.equal(merged["_item"].cast(pa.string()), item))
+        alone = get(client, {"item": item})
+        assert mine.drop_columns(["_item"]).equals(alone), item
     return alternate(together, one_by_one, reps)
 
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
@@ -25,6 +25,15 @@ use super::{FlightStore, RpcStream, MAX_FLIGHT_DATA_BYTES};
 use crate::sql::SqlFilter;
 use crate::storage::{self, At, CollectionName, Grid, ItemInfo, ItemName, ReadPlan};
 use request::Target;
+
+/// What a `DoGet` sends.
+pub(super) struct Reading {
+    pub(super) schema: SchemaRef,
+    pub(super) batches: BoxStream<'static, std::result::Result<RecordBatch, Status>>,
+    /// Each dictionary column keeps one dictionary for the whole stream (the IPC stream
+    /// format cannot replace one), so the zero-copy `DoGet` may send it.
+    pub(super) fixed_dictionaries: bool,
+}
 
 /// A planned read.
 enum Read {
@@ -216,22 +225,22 @@ impl FlightStore {
     /// `DoGet`: a server-issued ticket or a client's own `ReadRequest`, streamed in key
     /// order. A failure part way is a status at the end of the stream, never a short one.
     pub(super) async fn get(&self, ticket: Ticket) -> Result<RpcStream<arrow_flight::FlightData>> {
-        let (schema, batches) = self.read_batches(ticket).await?;
-        Ok(encode_frames(schema, batches))
+        let reading = self.read_batches(ticket).await?;
+        Ok(encode_frames(reading.schema, reading.batches))
     }
 
     /// The batches a ticket reads, in key order; a failure part way is an error item.
-    pub(super) async fn read_batches(
-        &self,
-        ticket: Ticket,
-    ) -> Result<(
-        SchemaRef,
-        BoxStream<'static, std::result::Result<RecordBatch, Status>>,
-    )> {
+    pub(super) async fn read_batches(&self, ticket: Ticket) -> Result<Reading> {
         if let Some(any) = super::sql::command(&ticket.ticket) {
-            return self.sql.get(any).await;
+            let (schema, batches) = self.sql.get(any).await?;
+            return Ok(Reading {
+                schema,
+                batches,
+                fixed_dictionaries: false,
+            });
         }
         let req: proto::ReadRequest = decode("ticket (ReadRequest)", &ticket.ticket)?;
+        let mut fixed_dictionaries = false;
         let out = match self.plan(&req).await? {
             Read::One(plan) => {
                 debug!(collection = %plan.collection(), item = %plan.item(), version = plan.version(), "do_get");
@@ -239,11 +248,22 @@ impl FlightStore {
             }
             Read::Grid(plan, grid) => self.engine.execute_grid(&plan, grid).await?,
             Read::Many { plans, limit, last } => {
-                self.engine.execute_many(&plans, limit, last).await?
+                let out = self.engine.execute_many(&plans, limit, last).await?;
+                // `_item` keeps one dictionary; the items' own columns may have others.
+                let fields = out.schema.flattened_fields();
+                let dictionaries = fields
+                    .iter()
+                    .filter(|f| matches!(f.data_type(), DataType::Dictionary(..)));
+                fixed_dictionaries = dictionaries.count() == 1;
+                out
             }
         };
         let batches = out.stream.map_err(|e| Status::from(Error::from(e)));
-        Ok((out.schema, batches.boxed()))
+        Ok(Reading {
+            schema: out.schema,
+            batches: batches.boxed(),
+            fixed_dictionaries,
+        })
     }
 
     /// `ListFlights`: every live item of the collections the criteria select.

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Every other call, and items with dictionary columns (the stream format cannot resend
-//! a dictionary), go through tonic as before. Errors are the same statuses: before the
+//! a dictionary; a multi-item read's `_item` keeps one and stays here), go through tonic
+//! as before. Errors are the same statuses: before the
 //! first frame as a trailers-only response, after it in the trailers, never a shorter
 //! stream that looks complete.
 
@@ -112,11 +113,12 @@ impl FlightStore {
             Ok(t) => t,
             Err(status) => return status.into_http(),
         };
-        let (schema, batches) = match self.read_batches(ticket).await {
+        let reading = match self.read_batches(ticket).await {
             Ok(read) => read,
             Err(e) => return Status::from(e).into_http(),
         };
-        let frames = if has_dictionaries(&schema) {
+        let (schema, batches) = (reading.schema, reading.batches);
+        let frames = if !reading.fixed_dictionaries && has_dictionaries(&schema) {
             super::read::encode_frames(schema, batches)
                 .map(|m| m.map(|m| vec![grpc_message(&m)]))
                 .boxed()

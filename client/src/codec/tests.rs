@@ -200,7 +200,7 @@ fn tickets_omit_unset_fields() {
     let full = String::from_utf8(ticket(&full_read())).unwrap();
     assert_eq!(
         full,
-        r#"{"collection":"c","item":"a/b","start":"2024-01-01T00:00:00Z","end":1706745600000000000,"columns":["ts","price"],"filter":"price > 100","limit":5,"last":0,"n_prev":2,"version":12,"snapshot":"eod"}"#
+        r#"{"collection":"c","item":"a/b","start":"2024-01-01T00:00:00Z","end":1706745600000000000,"columns":["ts","price"],"filter":"price > 100","limit":5,"last":0,"n_prev":2,"version":12,"snapshot":"eod","items":["x","y"],"grid":{"freq":"1min","fill":"previous"},"versions":[3,4]}"#
     );
 }
 

@@ -22,9 +22,10 @@
 //!                       converted and filled (presets, legacy maps), then validated
 //!                       (item_column: Engine::write_batch splits, checks and spools the
 //!                       upload, then writes each item)
-//!        wal            a plain append after the item's end: Arrow IPC to the log,
-//!                       one fdatasync per group of writers, acknowledged; persisted as
-//!                       Parquet in the background (one manifest per version)
+//!        wal            rows only (an append, or an upsert keeping the last row):
+//!                       Arrow IPC to the log, one fdatasync per group of writers,
+//!                       acknowledged; persisted as Parquet in the background (one
+//!                       manifest per version; upserts through write/plan)
 //!        otherwise:
 //!        write/prepare  settings, schema evolution, key and range of the write
 //!        write/stage    chunks under the memory budget ─► merge/sort ─► parquet/sink:
@@ -43,7 +44,8 @@
 //! DoGet ticket  ─► Engine::plan_read ─► Engine::execute
 //!                  (the stored manifest plus the log's durable entries, in memory)
 //!                  read/scan: files decode ahead on the reader's runtime (parquet/scan prunes
-//!                  row groups and pages) ─► filter, n_prev, limit/last, projection
+//!                  row groups and pages); the log's upserts merged in by key range
+//!                  (read/piece) ─► filter, n_prev, limit/last, projection
 //!                  ─► FlightDataEncoder ─► the client
 //!                  (a grid: read/grid walks the rows beside the slots; several items:
 //!                  one plan each, merged in time order by read/many)

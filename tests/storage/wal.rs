@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use flightstore::storage::{At, Engine, Error, Options, ReadOptions, WriteMode, WriteOptions};
+use flightstore::storage::{
+    At, Engine, Error, Keep, Options, ReadOptions, WriteMode, WriteOptions,
+};
 
 use crate::common::*;
 
@@ -139,7 +141,7 @@ async fn other_writes_draft_on_the_tail_and_late_rows_merge_into_place() {
     let engine = open_wal(dir.path(), wal_options(Duration::from_secs(3600))).await;
     let (c, i) = names("c", "item");
     let (_, mut all) = appended(&engine, 3).await;
-    // Late rows (inside the stored range) take the ordinary path, after the tail.
+    // Late rows (inside the stored range) merge into place, after the tail.
     let late = vec![(5 * SEC, 0, 1000), (25 * SEC, 1, 1001)];
     let r = write_rows(&engine, &c, &i, WriteOptions::default(), &late, 2)
         .await
@@ -160,18 +162,29 @@ async fn other_writes_draft_on_the_tail_and_late_rows_merge_into_place() {
     let upsert = WriteOptions {
         mode: WriteMode::Upsert,
         dedup_on: Some(vec!["ts".into()]),
+        keep: Some(Keep::First),
+        ..Default::default()
+    };
+    // With `keep = first` the receipt must say which rows were kept: the ordinary path.
+    let r = write_rows(&engine, &c, &i, upsert, &[(45 * SEC, 2, 2000)], 1)
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.rows_written, r.rows_deleted), (7, 0, Some(0)));
+    let upsert = WriteOptions {
+        mode: WriteMode::Upsert,
+        dedup_on: Some(vec!["ts".into()]),
         ..Default::default()
     };
     let r = write_rows(&engine, &c, &i, upsert, &[(45 * SEC, 2, 2000)], 1)
         .await
         .unwrap();
-    assert_eq!((r.version, r.rows_deleted), (7, 1));
+    assert_eq!((r.version, r.rows_deleted), (8, None));
     all.retain(|r| r.0 != 45 * SEC);
     all.push((45 * SEC, 2, 2000));
     all.sort_by_key(|r| r.0);
     assert_eq!(read_rows(&engine, &c, &i, all_rows()).await.unwrap(), all);
     let d = engine.delete_range(&c, &i, 0, 10 * SEC).await.unwrap();
-    assert_eq!(d.version, 8);
+    assert_eq!(d.version, 9);
     all.retain(|r| r.0 >= 10 * SEC);
     assert_eq!(read_rows(&engine, &c, &i, all_rows()).await.unwrap(), all);
     engine.shutdown().await;
@@ -392,4 +405,151 @@ async fn a_persisted_tail_of_small_appends_is_laid_out_again() {
         ..Default::default()
     };
     assert_eq!(read_rows(&engine, &c, &i, at5).await.unwrap(), all[..50]);
+}
+
+/// Read `opts` and compare with `want`, on the engine as it is.
+async fn assert_reads(engine: &Engine, opts: ReadOptions, want: &[Row], what: &str) {
+    let (c, i) = names("c", "item");
+    assert_eq!(
+        read_rows(engine, &c, &i, opts).await.unwrap(),
+        want,
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn upserts_and_late_rows_take_the_log_read_merged_and_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = Duration::from_secs(3600);
+    let engine = open_wal(dir.path(), wal_options(hour)).await;
+    let (c, i) = names("c", "item");
+    let (_, mut all) = appended(&engine, 3).await; // rows 0..40 s, versions 1..=4
+    let before = all.clone();
+    // Late rows without a key: merged in, nothing dropped, after the stored row at 5 s.
+    let late = vec![(5 * SEC, 0, 1000), (25 * SEC, 1, 1001)];
+    let r = write_rows(&engine, &c, &i, WriteOptions::default(), &late, 2)
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.rows_written, r.rows_deleted), (5, 2, None));
+    all.extend(late);
+    all.sort_by_key(|r| r.0);
+    // An upsert keyed on (ts, k): replaces the rows at 12 s and 39 s (k = s % 3 = 0),
+    // adds one at 13 s beside the stored one (k = 1).
+    let upsert = WriteOptions {
+        mode: WriteMode::Upsert,
+        dedup_on: Some(vec!["ts".into(), "k".into()]),
+        ..Default::default()
+    };
+    let new = vec![
+        (12 * SEC, 0, 2000),
+        (13 * SEC, 2, 2001),
+        (39 * SEC, 0, 2002),
+    ];
+    let r = write_rows(&engine, &c, &i, upsert, &new, 3).await.unwrap();
+    assert_eq!((r.version, r.rows_written, r.rows_deleted), (6, 3, None));
+    all.retain(|r| r.1 != 0 || (r.0 != 12 * SEC && r.0 != 39 * SEC));
+    all.extend(new);
+    all.sort_by_key(|r| r.0);
+    // An upsert on the ordering column alone replaces every row at 5 s, the late one too.
+    let upsert = WriteOptions {
+        mode: WriteMode::Upsert,
+        ..Default::default()
+    };
+    let r = write_rows(&engine, &c, &i, upsert, &[(5 * SEC, 1, 3000)], 1)
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.rows_deleted), (7, None));
+    all.retain(|r| r.0 != 5 * SEC);
+    all.push((5 * SEC, 1, 3000));
+    all.sort_by_key(|r| r.0);
+    // An append after the end, behind the merges.
+    let tail = rows(40, 45);
+    let r = write_rows(&engine, &c, &i, WriteOptions::default(), &tail, 2)
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.rows_deleted), (8, Some(0)));
+    all.extend(tail);
+    let check = |engine: Engine, all: Vec<Row>, when: &'static str| {
+        let before = before.clone();
+        async move {
+            assert_reads(&engine, all_rows(), &all, when).await;
+            let range = ReadOptions {
+                range: flightstore::storage::KeyRange::new(Some(5 * SEC), Some(13 * SEC)),
+                n_prev: 2,
+                ..Default::default()
+            };
+            let want: Vec<Row> = {
+                let from = all.iter().position(|r| r.0 >= 5 * SEC).unwrap();
+                let to = all.iter().position(|r| r.0 >= 13 * SEC).unwrap();
+                all[from - 2..to].to_vec()
+            };
+            assert_reads(&engine, range, &want, when).await;
+            let last = ReadOptions {
+                last: Some(7),
+                ..Default::default()
+            };
+            assert_reads(&engine, last, &all[all.len() - 7..], when).await;
+            let limit = ReadOptions {
+                limit: Some(9),
+                ..Default::default()
+            };
+            assert_reads(&engine, limit, &all[..9], when).await;
+            let v4 = ReadOptions {
+                at: At::Version(4),
+                ..Default::default()
+            };
+            assert_reads(&engine, v4, &before, when).await;
+        }
+    };
+    check(engine.clone(), all.clone(), "from the log").await;
+    // A crash: the log replays every acknowledged write, merges included.
+    drop(engine);
+    let engine = open_wal(dir.path(), wal_options(hour)).await;
+    check(engine.clone(), all.clone(), "after the replay").await;
+    // Persisted: each merge became its own version, as an ordinary write would make it.
+    let info = engine.item_info(&c, &i, &At::Latest).await.unwrap();
+    assert_eq!((info.version, info.rows), (8, all.len() as u64));
+    assert!(
+        engine
+            .latest(&c, &i)
+            .await
+            .unwrap()
+            .unwrap()
+            .pending_merges()
+            == 0
+    );
+    check(engine.clone(), all.clone(), "persisted").await;
+    let ops: Vec<String> = engine
+        .list_versions(&c, &i)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.operation.clone())
+        .collect();
+    assert_eq!(ops[4..], ["append", "upsert", "upsert", "append"]);
+    engine.shutdown().await;
+    drop(engine);
+    let engine = Engine::open(dir.path().to_str().unwrap(), small_options()).unwrap();
+    check(engine, all, "without the log").await;
+}
+
+#[tokio::test]
+async fn merges_past_the_limit_take_the_ordinary_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_wal(dir.path(), wal_options(Duration::from_secs(3600))).await;
+    let (c, i) = names("c", "item");
+    let (_, mut all) = appended(&engine, 1).await;
+    for n in 0..20 {
+        let late = vec![(n * SEC / 2, 2, 5000 + n)];
+        let r = write_rows(&engine, &c, &i, WriteOptions::default(), &late, 1)
+            .await
+            .unwrap();
+        // 16 merges wait in the log; the 17th write persists them and commits itself,
+        // and the next ones take the log again.
+        assert_eq!(r.rows_deleted.is_none(), n != 16, "write {n}");
+        all.extend(late);
+    }
+    all.sort_by_key(|r| r.0); // stable: stored rows first among equal times
+    assert_reads(&engine, all_rows(), &all, "after 20 late writes").await;
+    engine.shutdown().await;
 }

@@ -149,6 +149,7 @@ mod tests {
             schema: None,
             metadata: Default::default(),
             files,
+            deltas: Vec::new(),
         }
     }
 

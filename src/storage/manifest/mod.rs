@@ -139,6 +139,19 @@ pub(crate) struct MemoryRows(pub(crate) arrow::array::RecordBatch);
 
 impl Eq for MemoryRows {}
 
+/// Rows of the write-ahead log's tail that merge into place (an upsert, or rows inside
+/// the stored range): readers merge them with the files exactly as the write would.
+#[derive(Debug, Clone)]
+pub(crate) struct Delta {
+    /// Sorted rows, in the item's schema.
+    pub(crate) rows: arrow::array::RecordBatch,
+    /// Smallest and largest ordering key of the rows.
+    pub(crate) min: i64,
+    pub(crate) max: i64,
+    /// De-duplication key (`keep = last`); without one, rows are only merged in.
+    pub(crate) key: Option<Vec<String>>,
+}
+
 /// One committed version of an item.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -163,6 +176,10 @@ pub struct Manifest {
     pub metadata: Map<String, Value>,
     /// Files in order of the ordering column; ranges do not overlap (they may touch).
     pub files: Vec<FileEntry>,
+    /// Log entries merged over `files` in version order: only in the manifests readers
+    /// see, never stored.
+    #[serde(skip)]
+    pub(crate) deltas: Vec<Arc<Delta>>,
 }
 
 impl Manifest {
@@ -181,9 +198,22 @@ impl Manifest {
             .sum()
     }
 
+    /// Writes of the write-ahead log that readers merge over the files (upserts and
+    /// rows inside the stored range, not persisted yet).
+    pub fn pending_merges(&self) -> usize {
+        self.deltas.len()
+    }
+
     /// Smallest and largest ordering key, if the item holds rows.
     pub fn range(&self) -> Option<(i64, i64)> {
-        Some((self.files.first()?.min, self.files.last()?.max))
+        let files = self
+            .files
+            .first()
+            .map(|f| (f.min, self.files[self.files.len() - 1].max));
+        self.deltas.iter().fold(files, |r, d| match r {
+            Some((a, b)) => Some((a.min(d.min), b.max(d.max))),
+            None => Some((d.min, d.max)),
+        })
     }
 
     /// The schema of a live manifest (every manifest but a deletion's tombstone; those
@@ -287,6 +317,7 @@ mod tests {
             schema: Some(Arc::clone(&schema)),
             metadata: Map::new(),
             files: vec![],
+            deltas: vec![],
         };
         let json = serde_json::to_string(&m).unwrap();
         let back: Manifest = serde_json::from_str(&json).unwrap();

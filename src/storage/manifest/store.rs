@@ -188,7 +188,8 @@ impl Engine {
         if self.tail_holds(c, i, version) {
             if let Some(m) = self.with_tail(c, i, Some(version)).await? {
                 // (Persisted meanwhile if it holds no rows in memory: load it below.)
-                if m.version == version && m.files.iter().any(|f| f.memory.is_some()) {
+                let in_memory = !m.deltas.is_empty() || m.files.iter().any(|f| f.memory.is_some());
+                if m.version == version && in_memory {
                     return Ok(m); // a version still in the log's tail
                 }
             }

@@ -14,6 +14,7 @@
 
 mod grid;
 mod many;
+mod piece;
 mod plan;
 mod scan;
 

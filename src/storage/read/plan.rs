@@ -10,11 +10,12 @@ use arrow::datatypes::SchemaRef;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 
+use super::piece::pieces;
 use super::scan::{limit_stream, ScanCtx};
 use super::{At, ReadOptions, ReadStream, RowFilter};
 use crate::storage::error::{Error, Result};
 use crate::storage::key::KeyRange;
-use crate::storage::manifest::{FileEntry, Manifest};
+use crate::storage::manifest::{Delta, FileEntry, Manifest};
 use crate::storage::names::{CollectionName, ItemName};
 use crate::storage::schema::project;
 use crate::storage::Engine;
@@ -121,9 +122,20 @@ impl ReadPlan {
         self
     }
 
-    /// Rows of the files the range overlaps (an upper bound of the rows read).
+    /// Rows of the files (and log rows) the range overlaps: an upper bound of the rows
+    /// read.
     pub fn rows_upper_bound(&self) -> u64 {
-        self.files().map(|f| f.rows).sum()
+        self.files().map(|f| f.rows).sum::<u64>()
+            + self.deltas().map(|d| d.rows.num_rows() as u64).sum::<u64>()
+    }
+
+    /// Log entries that merge into the range (upserts not persisted yet).
+    fn deltas(&self) -> impl Iterator<Item = &Arc<Delta>> {
+        let range = self.options.range;
+        self.manifest
+            .deltas
+            .iter()
+            .filter(move |d| range.overlaps(d.min, d.max))
     }
 
     /// Files the read opens, and files of the version.
@@ -151,7 +163,7 @@ impl ReadPlan {
     /// file the range cuts, or `n_prev` does).
     pub fn rows(&self) -> Option<u64> {
         let o = &self.options;
-        if o.filter.is_some() || o.n_prev > 0 {
+        if o.filter.is_some() || o.n_prev > 0 || self.deltas().next().is_some() {
             return None;
         }
         let mut rows = 0;
@@ -257,6 +269,10 @@ impl Engine {
         if let Some(f) = &opts.filter {
             needed.extend(f.columns());
         }
+        // Log rows merge on their key.
+        for d in &plan.manifest.deltas {
+            needed.extend(d.key.iter().flatten().cloned());
+        }
         let read_cols: Vec<String> = item_schema
             .fields()
             .iter()
@@ -271,7 +287,7 @@ impl Engine {
             ordered_on,
             filter: opts.filter.clone(),
         };
-        let files: Vec<FileEntry> = plan.manifest.files.clone();
+        let (files, deltas) = (&plan.manifest.files, &plan.manifest.deltas);
         let range = opts.range;
         let empty = range.is_empty();
         let prev_range = KeyRange::new(None, range.start);
@@ -279,12 +295,15 @@ impl Engine {
             let mut batches = if empty {
                 Vec::new()
             } else {
-                ctx.tail(&files, range, last).await?
+                ctx.tail(&pieces(files, deltas, range), last).await?
             };
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             if rows < last && opts.n_prev > 0 && range.start.is_some() {
                 let mut prev = ctx
-                    .tail(&files, prev_range, opts.n_prev.min(last - rows))
+                    .tail(
+                        &pieces(files, deltas, prev_range),
+                        opts.n_prev.min(last - rows),
+                    )
                     .await?;
                 prev.append(&mut batches);
                 batches = prev;
@@ -292,14 +311,15 @@ impl Engine {
             stream::iter(batches.into_iter().map(Ok)).boxed()
         } else {
             let prev = if opts.n_prev > 0 && range.start.is_some() {
-                ctx.tail(&files, prev_range, opts.n_prev).await?
+                ctx.tail(&pieces(files, deltas, prev_range), opts.n_prev)
+                    .await?
             } else {
                 Vec::new()
             };
             let main = if empty {
                 stream::empty().boxed()
             } else {
-                ctx.forward(files, range)
+                ctx.forward(pieces(files, deltas, range))
             };
             let s = stream::iter(prev.into_iter().map(Ok)).chain(main).boxed();
             match opts.limit {

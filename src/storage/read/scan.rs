@@ -18,6 +18,8 @@ use crate::storage::names::{CollectionName, ItemName};
 use crate::storage::parquet::scan;
 use crate::storage::task::SpawnedTask;
 use crate::storage::wal::scan_memory;
+
+use super::piece::{merge_delta, Piece};
 use crate::storage::Engine;
 
 /// Files a forward read decodes ahead of the one being sent.
@@ -36,15 +38,15 @@ pub(super) struct ScanCtx {
 }
 
 impl ScanCtx {
-    /// Matching rows of one file, in order.
-    async fn file(
+    /// The rows of one file (or log entry) inside `range`, in order, before the filter.
+    async fn rows(
         &self,
         file: FileEntry,
         range: KeyRange,
     ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
-        let s = match &file.memory {
+        Ok(match &file.memory {
             Some(rows) => {
-                let rows = scan_memory(rows, &self.read_schema, &self.ordered_on, range)?;
+                let rows = scan_memory(&rows.0, &self.read_schema, &self.ordered_on, range)?;
                 stream::iter(rows.map(Ok)).boxed()
             }
             None => {
@@ -63,7 +65,29 @@ impl ScanCtx {
                 )
                 .await?
             }
+        })
+    }
+
+    /// Matching rows of one piece, in order: its files, the log rows merged into them,
+    /// then the filter (after the merge: a replaced row must not let its old values pass).
+    async fn piece(&self, piece: Piece) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let range = piece.range;
+        let mut s = match <[FileEntry; 1]>::try_from(piece.files) {
+            Ok([file]) => self.rows(file, range).await?,
+            Err(files) => {
+                let ctx = self.clone();
+                stream::iter(files)
+                    .then(move |f| {
+                        let ctx = ctx.clone();
+                        async move { ctx.rows(f, range).await }
+                    })
+                    .try_flatten()
+                    .boxed()
+            }
         };
+        for d in &piece.deltas {
+            s = merge_delta(s, d, &self.read_schema, &self.ordered_on, range)?;
+        }
         let Some(filter) = self.filter.clone() else {
             return Ok(s);
         };
@@ -77,26 +101,21 @@ impl ScanCtx {
         .boxed())
     }
 
-    /// All matching rows of `files` in `range`, in order.
+    /// All matching rows of `pieces`, in order.
     ///
     /// Up to [`FILES_AHEAD`] files decode at once, each in its own task feeding a small
     /// channel: decoding uses every core while memory stays bounded by the channels.
     /// The tasks run on the reader's runtime, not the CPU runtime: decoding is pull-driven
     /// and yields after every batch, and handing each batch across runtimes made a full
     /// read ~35% slower (`cargo bench --bench storage`, read_all).
-    pub(super) fn forward(
-        &self,
-        files: Vec<FileEntry>,
-        range: KeyRange,
-    ) -> BoxStream<'static, Result<RecordBatch>> {
+    pub(super) fn forward(&self, pieces: Vec<Piece>) -> BoxStream<'static, Result<RecordBatch>> {
         let ctx = self.clone();
-        stream::iter(files)
-            .filter(move |f| futures::future::ready(range.overlaps(f.min, f.max)))
+        stream::iter(pieces)
             .map(move |f| {
                 let ctx = ctx.clone();
                 let (tx, rx) = tokio::sync::mpsc::channel(2);
                 let task = SpawnedTask::spawn("read", async move {
-                    let mut batches = match ctx.file(f, range).await {
+                    let mut batches = match ctx.piece(f).await {
                         Ok(s) => s,
                         Err(e) => {
                             let _ = tx.send(Err(e)).await;
@@ -117,25 +136,16 @@ impl ScanCtx {
             .boxed()
     }
 
-    /// The last `n` matching rows of `files` in `range`, in order. Reads files from the
-    /// end and holds at most `n` rows plus one file's matches.
-    pub(super) async fn tail(
-        &self,
-        files: &[FileEntry],
-        range: KeyRange,
-        n: usize,
-    ) -> Result<Vec<RecordBatch>> {
+    /// The last `n` matching rows of `pieces`, in order. Reads pieces from the end and
+    /// holds at most `n` rows plus one piece's matches.
+    pub(super) async fn tail(&self, pieces: &[Piece], n: usize) -> Result<Vec<RecordBatch>> {
         let mut out: VecDeque<RecordBatch> = VecDeque::new();
         let mut rows = 0;
-        for f in files.iter().rev() {
+        for p in pieces.iter().rev() {
             if rows >= n {
                 break;
             }
-            if !range.overlaps(f.min, f.max) {
-                continue;
-            }
-            let batches: Vec<RecordBatch> =
-                self.file(f.clone(), range).await?.try_collect().await?;
+            let batches: Vec<RecordBatch> = self.piece(p.clone()).await?.try_collect().await?;
             for b in batches.into_iter().rev() {
                 rows += b.num_rows();
                 out.push_front(b);

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::storage::error::{Error, Result};
+use crate::storage::write::WriteMode;
 
 const MAGIC: &[u8; 4] = b"FSW1";
 const FRAME_HEAD: usize = 12;
@@ -48,6 +49,24 @@ pub(crate) struct Header {
     pub(crate) min: i64,
     /// Largest ordering key of the rows.
     pub(crate) max: i64,
+    /// The write's mode (`append` or `upsert`).
+    #[serde(default, skip_serializing_if = "is_append")]
+    pub(crate) mode: WriteMode,
+    /// Rows merged into place (not after the item's end), de-duplicated on this key
+    /// (keep last) if it has one. Absent for rows after the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) merge: Option<Merge>,
+}
+
+/// How a log entry's rows merge into the rows before them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Merge {
+    /// De-duplication key (keep last); without one, no row is dropped.
+    pub(crate) key: Option<Vec<String>>,
+}
+
+fn is_append(mode: &WriteMode) -> bool {
+    *mode == WriteMode::Append
 }
 
 /// One record read back by recovery.
@@ -409,6 +428,8 @@ mod tests {
             committed_at: 7,
             min: 0,
             max: 0,
+            mode: WriteMode::Append,
+            merge: None,
         }
     }
 

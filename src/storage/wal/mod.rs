@@ -1,33 +1,42 @@
-//! The write-ahead log: appends acknowledged after one log write and sync, visible to
-//! readers at once, persisted as Parquet in the background (InfluxDB 3's pattern).
+//! The write-ahead log: appends and upserts acknowledged after one log write and sync,
+//! visible to readers at once, persisted as Parquet in the background (InfluxDB 3's
+//! pattern).
 //!
 //! ```text
-//! append ─► checks (plain append after the item's end, same schema, fits the budget)
-//!        ─► sort, Arrow IPC ─► lock item: next version, queue the frame, tail entry
+//! write ─► checks (rows only: append, or upsert keeping the last row; same schema;
+//!          fits the budget) ─► sort, Arrow IPC ─► lock item: next version; after the
+//!          item's end, or merging into place? queue the frame, tail entry
 //!        ─► log thread: write + one fdatasync per group ─► acknowledged, visible
 //!
 //! tail of an item (in memory, in version order) ─► persist (background, or before any
-//! other commit of the item): one Parquet file whose row groups end at each entry
-//! (written without the item's lock), one manifest per entry's version (under it)
-//! ─► entries dropped ─► segments whose records are all persisted are deleted
-//! ─► a tail of many small entries: its file is rewritten once in the item's layout
+//! other commit of the item), step by step: entries after the end as one Parquet file
+//! whose row groups end at each entry; an entry that merges into place as the files an
+//! ordinary write of it makes (files written without the item's lock); one manifest per
+//! entry's version (under it) ─► entries dropped ─► segments whose records are all
+//! persisted are deleted ─► a tail of many small appends is rewritten in the item's layout
 //! ```
 //!
-//! Guarantees (tested in `tests/storage/wal.rs`):
-//! - An acknowledged append is on disk (its frame is synced) before the reply; a crash
+//! Guarantees (tested in `tests/storage/wal.rs` and the model test):
+//! - An acknowledged write is on disk (its frame is synced) before the reply; a crash
 //!   replays it from the log at the next start, with the same version number.
 //! - Readers see an item as its persisted manifest plus its tail entries that are
 //!   durable: a whole version or nothing, in version order, immediately after the
-//!   acknowledgement.
+//!   acknowledgement. Entries after the end read as in-memory files; entries that merge
+//!   into place (upserts, late rows) are merged by the read exactly as the write will
+//!   merge them (`read/piece.rs`).
 //! - Every tail version becomes a manifest of that same version when persisted, so
 //!   versions, snapshots, time travel and `changes_since` mean what they meant.
-//! - Every other commit of the item (upserts, overwrites, deletes, metadata, compaction)
-//!   persists the tail first, holding the item's lock: it drafts on every
-//!   acknowledged write.
+//! - Every other commit of the item (overwrites, deletes, metadata, compaction, writes
+//!   the log declines) persists the tail first, holding the item's lock: it drafts on
+//!   every acknowledged write.
 //!
-//! Only appends that land after the item's end (or at it, without `dedup_on`) with the
-//! item's exact schema and no option take the log: those need no merge, so reads stay a
-//! concatenation. Everything else takes the ordinary write path.
+//! The log takes a write whose options leave it rows only: an append, or an upsert
+//! (with its own `dedup_on` or the item's), keeping the last duplicate, with the item's
+//! exact schema and no duplicate ordering keys inside the upload when a key applies. A
+//! write that merges into place must also keep the last duplicate (with `keep = first`
+//! the receipt must count the rows kept), must not need unique ordering checked against
+//! stored rows, and finds fewer than [`MAX_TAIL_MERGES`] merges waiting. Everything else
+//! takes the ordinary write path.
 
 mod log;
 mod persist;
@@ -53,7 +62,9 @@ use tracing::{debug, info, warn};
 
 use super::error::{Error, Result};
 use super::key::KeyRange;
-use super::manifest::{put_json_if_absent, FileEntry, Manifest, MemoryRows, MANIFEST_FORMAT};
+use super::manifest::{
+    put_json_if_absent, Delta, FileEntry, Keep, Manifest, MemoryRows, Settings, MANIFEST_FORMAT,
+};
 use super::merge::sort_batch;
 use super::names::{parse_manifest_name, CollectionName, ItemName, Layout};
 use super::parquet::ParallelWriter;
@@ -62,10 +73,13 @@ use super::write::{
     batch_bytes, InFlightGuard, MemoryBudget, Reservation, WriteMode, WriteOptions,
 };
 use super::{Engine, Inner, ItemKey, Options, WriteReceipt, DEFAULT_ROW_GROUP_ROWS};
-use log::{frame, Header, Log};
+use log::{frame, Header, Log, Merge};
 
 /// Largest upload (Arrow bytes) that goes through the log; larger ones are staged.
 pub(crate) const WAL_WRITE_MAX: usize = 16 << 20;
+/// At most this many entries of a tail merge into place (each is one more merge on
+/// reads until persisted); a write past it takes the ordinary path.
+const MAX_TAIL_MERGES: usize = 16;
 /// A tail this large is persisted without waiting for its age.
 const PERSIST_BYTES: usize = 32 << 20;
 
@@ -79,6 +93,10 @@ pub(crate) struct TailEntry {
     batch: RecordBatch,
     min: i64,
     max: i64,
+    /// The write's mode, recorded in its manifest.
+    mode: WriteMode,
+    /// Rows merged into place (not after the item's end), and on which key.
+    merge: Option<Merge>,
     bytes: usize,
     added: Instant,
     _share: Reservation,
@@ -225,12 +243,13 @@ fn lock_folder(dir: &FsPath) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// Whether the options leave a write a plain append (nothing but rows).
-fn plain_append(opts: &WriteOptions) -> bool {
+/// Whether the options leave a write rows to add (an append, or an upsert whose
+/// duplicates keep the last row) and nothing else.
+fn rows_only(opts: &WriteOptions) -> bool {
     let WriteOptions {
         mode,
         ordered_on,
-        dedup_on,
+        dedup_on: _,
         keep,
         start,
         end,
@@ -243,10 +262,9 @@ fn plain_append(opts: &WriteOptions) -> bool {
         rename,
         drop,
     } = opts;
-    *mode == WriteMode::Append
+    matches!(mode, WriteMode::Append | WriteMode::Upsert)
         && ordered_on.is_none()
-        && dedup_on.is_none()
-        && keep.is_none()
+        && keep.is_none_or(|k| k == Keep::Last)
         && start.is_none()
         && end.is_none()
         && row_group_target.is_none()
@@ -259,7 +277,8 @@ fn plain_append(opts: &WriteOptions) -> bool {
         && drop.is_none()
 }
 
-/// The manifest readers see: `base` with `entries` (newer than it) as in-memory files.
+/// The manifest readers see: `base` with `entries` (newer than it) on top: rows after
+/// the end as in-memory files, rows merged into place as deltas.
 fn overlay(base: Arc<Manifest>, entries: &[Arc<TailEntry>]) -> Arc<Manifest> {
     let newer: Vec<&Arc<TailEntry>> = entries
         .iter()
@@ -271,27 +290,45 @@ fn overlay(base: Arc<Manifest>, entries: &[Arc<TailEntry>]) -> Arc<Manifest> {
     let mut m = (*base).clone();
     m.version = last.version;
     m.committed_at = last.committed_at;
-    m.operation = WriteMode::Append.as_str().into();
-    m.files.extend(newer.iter().map(|e| FileEntry {
-        name: format!("(write-ahead log, version {})", e.version),
-        min: e.min,
-        max: e.max,
-        rows: e.batch.num_rows() as u64,
-        bytes: e.bytes as u64,
-        row_groups: None,
-        memory: Some(MemoryRows(e.batch.clone())),
-    }));
+    m.operation = last.mode.as_str().into();
+    for e in newer {
+        match &e.merge {
+            None => m.files.push(FileEntry {
+                name: format!("(write-ahead log, version {})", e.version),
+                min: e.min,
+                max: e.max,
+                rows: e.batch.num_rows() as u64,
+                bytes: e.bytes as u64,
+                row_groups: None,
+                memory: Some(MemoryRows(e.batch.clone())),
+            }),
+            Some(merge) => m.deltas.push(Arc::new(Delta {
+                rows: e.batch.clone(),
+                min: e.min,
+                max: e.max,
+                key: merge.key.clone(),
+            })),
+        }
+    }
     Arc::new(m)
+}
+
+/// The de-duplication key of a write (as the ordinary path takes it): the write's
+/// `dedup_on`, else the item's, else the ordering column for an upsert.
+fn write_key(opts: &WriteOptions, settings: &Settings) -> Option<Vec<String>> {
+    let given = opts.dedup_on.clone().filter(|k| !k.is_empty());
+    let item = (!settings.dedup_on.is_empty()).then(|| settings.dedup_on.clone());
+    let upsert = (opts.mode == WriteMode::Upsert).then(|| vec![settings.ordered_on.clone()]);
+    given.or(item).or(upsert)
 }
 
 /// The rows of an in-memory entry inside `range`, in `schema` (a subset of its columns).
 pub(crate) fn scan_memory(
-    rows: &MemoryRows,
+    batch: &RecordBatch,
     schema: &SchemaRef,
     ordered_on: &str,
     range: KeyRange,
 ) -> Result<Option<RecordBatch>> {
-    let batch = &rows.0;
     let column = batch
         .column_by_name(ordered_on)
         .expect("entries hold the ordering column");
@@ -345,6 +382,8 @@ impl Wal {
                 lsn: r.lsn,
                 min: r.header.min,
                 max: r.header.max,
+                mode: r.header.mode,
+                merge: r.header.merge.clone(),
                 bytes: batch.get_array_memory_size(),
                 batch,
                 // Replayed entries are due at once.
@@ -405,13 +444,18 @@ impl Engine {
         let Some(wal) = &self.inner.wal else {
             return Ok(Logged::Declined(input));
         };
-        if !plain_append(opts) {
+        if !rows_only(opts) {
             return Ok(Logged::Declined(input));
         }
         let Some(current) = self.live(c, i).await? else {
             return Ok(Logged::Declined(input));
         };
-        if current.live_schema().fields() != schema.fields() {
+        let settings = current.live_settings().clone();
+        let item_schema = Arc::clone(current.live_schema());
+        // A key must name columns (the ordinary path says which do not).
+        let merge_key = write_key(opts, &settings);
+        let known = |k: &Vec<String>| k.iter().all(|c| item_schema.field_with_name(c).is_ok());
+        if item_schema.fields() != schema.fields() || !merge_key.as_ref().is_none_or(known) {
             return Ok(Logged::Declined(input));
         }
         // Read the upload while it fits the log.
@@ -444,15 +488,14 @@ impl Engine {
         if rows == 0 {
             return declined(batches);
         }
-        let settings = current.live_settings().clone();
-        let item_schema = Arc::clone(current.live_schema());
         let batch = concat_batches(&item_schema, &batches)?;
         let Ok(sorted) = sort_batch(batch, &settings.ordered_on, true) else {
             return declined(batches); // the ordinary path says what is wrong
         };
         // With a key, rows equal on the ordering column might be duplicates; with unique
         // ordering they are an error: either way the ordinary path merges them.
-        let dedup = !settings.dedup_on.is_empty() || settings.validation.unique_ordering;
+        let unique = settings.validation.unique_ordering;
+        let dedup = merge_key.is_some() || unique;
         if dedup && sorted.keys.windows(2).any(|w| w[0] == w[1]) {
             return declined(batches);
         }
@@ -466,12 +509,22 @@ impl Engine {
         let key = (c.clone(), i.clone());
         let tail = wal.entries(&key, false);
         let view = overlay(Arc::clone(&base), &tail);
+        // Rows at the end merge too once log rows merge: equal keys keep version order.
+        let strict = dedup || !view.deltas.is_empty();
         let after_end = view
             .range()
-            .is_none_or(|(_, end)| if dedup { min > end } else { min >= end });
+            .is_none_or(|(_, end)| if strict { min > end } else { min >= end });
+        // Rows that merge into place: with `keep = first` some may not be stored, which
+        // the receipt must say; unique ordering is checked against the stored rows; and
+        // each is one more merge on reads until persisted. The ordinary path does those.
+        let merge = (!after_end).then(|| Merge {
+            key: merge_key.clone(),
+        });
+        let keep_last = opts.keep.unwrap_or(settings.keep) == Keep::Last;
+        let mergeable = keep_last && !unique && view.deltas.len() < MAX_TAIL_MERGES;
         if base.live_schema().fields() != item_schema.fields()
             || base.live_settings() != &settings
-            || !after_end
+            || (merge.is_some() && !mergeable)
         {
             drop(lock);
             return declined(batches);
@@ -485,6 +538,8 @@ impl Engine {
             committed_at,
             min,
             max,
+            mode: opts.mode,
+            merge: merge.clone(),
         };
         let Ok(lsn) = wal.log.append(frame(&header, &ipc)) else {
             // The log failed earlier: acknowledge through a Parquet commit instead.
@@ -502,6 +557,8 @@ impl Engine {
                 batch: sorted.batch,
                 min,
                 max,
+                mode: opts.mode,
+                merge,
                 added: Instant::now(),
                 _share: share,
             }));
@@ -515,7 +572,8 @@ impl Engine {
             version,
             rows_received: rows as u64,
             rows_written: rows as u64,
-            rows_deleted: 0,
+            // Replaced rows are counted when a merge is persisted.
+            rows_deleted: after_end.then_some(0),
         }))
     }
 

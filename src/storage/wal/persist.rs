@@ -1,6 +1,8 @@
-//! Persisting a log tail as Parquet: one file whose row groups end at each entry (written
-//! without the item's lock), one manifest per entry's version (committed under it); the
-//! background persister; the re-layout of a tail of small appends.
+//! Persisting a log tail as Parquet, in steps: each run of entries after the end as one
+//! file whose row groups end at each entry, each entry that merges into place as the
+//! files an ordinary write of it would make. A step's files are written without the
+//! item's lock; its manifests (one per entry's version) are committed under it. Also:
+//! the background persister, and the re-layout of a tail of small appends.
 
 use super::*;
 
@@ -9,13 +11,22 @@ const PARALLEL_PERSIST_ROWS: usize = 1 << 20;
 /// How often the persister looks for due tails.
 const PERSIST_TICK: Duration = Duration::from_millis(100);
 
-/// A durable tail written as one file, not committed yet.
+/// A step of persisting a durable tail, written but not committed yet.
 struct WrittenTail {
-    /// The stored manifest the tail follows.
+    /// The stored manifest the step follows.
     base: Arc<Manifest>,
+    /// Entries after the end, or one entry that merges into place.
     entries: Vec<Arc<TailEntry>>,
-    file: Result<TailFile>,
+    written: Result<Written>,
     guard: InFlightGuard,
+}
+
+/// What a step wrote.
+enum Written {
+    /// Entries after the end, as one file.
+    Appended(TailFile),
+    /// One entry merged into place: the item's files after it.
+    Merged(Vec<FileEntry>),
 }
 
 impl Engine {
@@ -27,20 +38,35 @@ impl Engine {
         c: &CollectionName,
         i: &ItemName,
     ) -> Result<Option<Arc<Manifest>>> {
-        let Some(written) = self.write_durable_tail(c, i).await? else {
+        // Up to what is durable now: appends that go on meanwhile wait for the next round.
+        let Some(target) = self
+            .durable_tail(c, i)
+            .await?
+            .and_then(|(_, e)| e.last().cloned())
+        else {
             return Ok(None);
         };
-        let _lock = self.item_lock(c, i).await;
-        let unchanged = self
-            .persisted_latest(c, i)
-            .await?
-            .is_some_and(|m| m.version == written.base.version);
-        if !unchanged {
-            // Another commit persisted the tail meanwhile: ours is not needed.
-            self.settle(written.guard, None).await;
-            return self.persist_locked(c, i).await;
+        let mut last = None;
+        while last
+            .as_ref()
+            .is_none_or(|m: &Arc<Manifest>| m.version < target.version)
+        {
+            let Some(written) = self.write_durable_tail(c, i).await? else {
+                break;
+            };
+            let _lock = self.item_lock(c, i).await;
+            let unchanged = self
+                .persisted_latest(c, i)
+                .await?
+                .is_some_and(|m| m.version == written.base.version);
+            if !unchanged {
+                // Another commit persisted the tail meanwhile: ours is not needed.
+                self.settle(written.guard, None).await;
+                return Ok(self.persist_locked(c, i).await?.or(last));
+            }
+            last = self.commit_tail_file(c, i, written).await?.or(last);
         }
-        self.commit_tail_file(c, i, written).await
+        Ok(last)
     }
 
     /// Persist the item's tail; the caller holds the item's lock.
@@ -49,29 +75,51 @@ impl Engine {
         c: &CollectionName,
         i: &ItemName,
     ) -> Result<Option<Arc<Manifest>>> {
-        match self.write_durable_tail(c, i).await? {
-            Some(written) => self.commit_tail_file(c, i, written).await,
-            None => Ok(None),
+        let mut last = None;
+        while let Some(written) = self.write_durable_tail(c, i).await? {
+            last = self.commit_tail_file(c, i, written).await?.or(last);
         }
+        Ok(last)
     }
 
-    /// The item's durable tail written as one file, or `None` if there is none.
+    /// The next step of the item's durable tail, written: its first entries after the
+    /// end as one file, or its first entry merged into place. `None` if there is none.
     async fn write_durable_tail(
         &self,
         c: &CollectionName,
         i: &ItemName,
     ) -> Result<Option<WrittenTail>> {
-        let Some((base, entries)) = self.durable_tail(c, i).await? else {
+        let Some((base, mut entries)) = self.durable_tail(c, i).await? else {
             return Ok(None);
         };
         let mut guard = InFlightGuard::new(self, c, i);
-        let file = self
-            .write_tail_file(c, i, &base, &entries, &mut guard)
-            .await;
+        let written = match entries[0].merge.clone() {
+            Some(merge) => {
+                entries.truncate(1);
+                let e = &entries[0];
+                self.merge_rows(
+                    (c, i),
+                    &base,
+                    e.batch.clone(),
+                    (e.min, e.max),
+                    merge.key,
+                    &mut guard,
+                )
+                .await
+                .map(Written::Merged)
+            }
+            None => {
+                let appends = entries.iter().take_while(|e| e.merge.is_none()).count();
+                entries.truncate(appends);
+                self.write_tail_file(c, i, &base, &entries, &mut guard)
+                    .await
+                    .map(Written::Appended)
+            }
+        };
         Ok(Some(WrittenTail {
             base,
             entries,
-            file,
+            written,
             guard,
         }))
     }
@@ -87,11 +135,12 @@ impl Engine {
         let WrittenTail {
             base,
             entries,
-            file,
+            written,
             guard,
         } = written;
-        let result = match file {
-            Ok(file) => self.commit_tail(c, i, &base, &entries, &file).await,
+        let result = match written {
+            Ok(Written::Appended(file)) => self.commit_tail(c, i, &base, &entries, &file).await,
+            Ok(Written::Merged(files)) => self.commit_merged(c, i, &base, &entries[0], files).await,
             Err(e) => Err(e),
         };
         self.settle(guard, result.as_ref().ok().map(|m| m.as_ref()))
@@ -115,13 +164,16 @@ impl Engine {
         };
         // An entry that fails to sync is its appender's error, not this one's.
         let _ = wal.log.wait(last.lsn).await;
-        let entries = wal.entries(&key, true);
+        // The tail first: entries persisted meanwhile (by another persist) are then in
+        // the manifest read next, and left out.
+        let mut entries = wal.entries(&key, true);
+        let base = self.persisted_latest(c, i).await?;
+        let persisted = base.as_ref().map_or(0, |m| m.version);
+        entries.retain(|e| e.version > persisted);
         let Some(first) = entries.first() else {
             return Ok(None);
         };
-        let base = self
-            .persisted_latest(c, i)
-            .await?
+        let base = base
             .filter(|m| !m.deleted && m.version + 1 == first.version)
             .ok_or_else(|| Error::Wal {
                 message: format!(
@@ -220,7 +272,7 @@ impl Engine {
             m.format = MANIFEST_FORMAT;
             m.version = e.version;
             m.committed_at = e.committed_at;
-            m.operation = WriteMode::Append.as_str().into();
+            m.operation = e.mode.as_str().into();
             m.files.push(FileEntry {
                 name: file.name.clone(),
                 min: entries[0].min,
@@ -230,20 +282,50 @@ impl Engine {
                 row_groups: (end < total).then_some([0, end]),
                 memory: None,
             });
-            let path = self.layout().manifest(c, i, m.version);
-            if !put_json_if_absent(self.store().as_ref(), &path, &m).await? {
-                return Err(Error::Wal {
-                    message: format!(
-                        "version {} of {c}/{i} was committed by another process: one server per data folder",
-                        m.version
-                    ),
-                });
-            }
-            last = Some(m);
+            last = Some(self.put_tail_manifest(c, i, m).await?);
         }
-        let last = Arc::new(last.expect("entries are not empty"));
-        self.remember_latest(c, i, &last);
-        Ok(last)
+        Ok(last.expect("entries are not empty"))
+    }
+}
+
+impl Engine {
+    /// Commit the manifest of an entry merged into place: `base` with `files`.
+    async fn commit_merged(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        base: &Manifest,
+        entry: &TailEntry,
+        files: Vec<FileEntry>,
+    ) -> Result<Arc<Manifest>> {
+        let mut m = base.clone();
+        m.format = MANIFEST_FORMAT;
+        m.version = entry.version;
+        m.committed_at = entry.committed_at;
+        m.operation = entry.mode.as_str().into();
+        m.files = files;
+        self.put_tail_manifest(c, i, m).await
+    }
+
+    /// Store a manifest made from the log; its version is the entry's, so it must be new.
+    async fn put_tail_manifest(
+        &self,
+        c: &CollectionName,
+        i: &ItemName,
+        m: Manifest,
+    ) -> Result<Arc<Manifest>> {
+        let path = self.layout().manifest(c, i, m.version);
+        if !put_json_if_absent(self.store().as_ref(), &path, &m).await? {
+            return Err(Error::Wal {
+                message: format!(
+                    "version {} of {c}/{i} was committed by another process: one server per data folder",
+                    m.version
+                ),
+            });
+        }
+        let m = Arc::new(m);
+        self.remember_latest(c, i, &m);
+        Ok(m)
     }
 }
 
@@ -287,14 +369,17 @@ pub(super) async fn persist_loop(engine: Weak<Inner>, wake: Arc<Notify>) {
     }
 }
 
-/// The item's durable tail entries (rows of each), before a persist.
+/// The item's durable tail entries (rows of each), before a persist; none if some
+/// merge into place (the persisted tail is then not one file).
 fn wal_entries(engine: &Engine, c: &CollectionName, i: &ItemName) -> Vec<usize> {
-    engine.inner.wal.as_ref().map_or_else(Vec::new, |wal| {
-        wal.entries(&(c.clone(), i.clone()), true)
-            .iter()
-            .map(|e| e.batch.num_rows())
-            .collect()
-    })
+    let Some(wal) = &engine.inner.wal else {
+        return Vec::new();
+    };
+    let entries = wal.entries(&(c.clone(), i.clone()), true);
+    if entries.iter().any(|e| e.merge.is_some()) {
+        return Vec::new();
+    }
+    entries.iter().map(|e| e.batch.num_rows()).collect()
 }
 
 impl Engine {

@@ -48,7 +48,7 @@ use prepare::Prepared;
 use stage::Run;
 
 /// How a write combines with the stored data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteMode {
     /// Add rows (merged into place if they are not after the end). The item's `dedup_on`
@@ -146,8 +146,11 @@ pub struct WriteReceipt {
     pub rows_received: u64,
     /// Uploaded rows now stored (received minus dropped duplicates).
     pub rows_written: u64,
-    /// Stored rows removed (by a range or replaced duplicates).
-    pub rows_deleted: u64,
+    /// Stored rows removed (by a range or replaced duplicates). `None` for a write
+    /// acknowledged through the write-ahead log that merges into place: the rows it
+    /// replaces are known only when it is persisted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_deleted: Option<u64>,
 }
 
 impl Engine {
@@ -227,7 +230,7 @@ impl Engine {
             version: manifest.version,
             rows_received,
             rows_written: planned.rows_new,
-            rows_deleted,
+            rows_deleted: Some(rows_deleted),
         })
     }
 
@@ -261,10 +264,49 @@ impl Engine {
                 version: manifest.version,
                 rows_received: 0,
                 rows_written: 0,
-                rows_deleted,
+                rows_deleted: Some(rows_deleted),
             })
         })
         .await
+    }
+
+    /// The files of `base` with sorted `rows` (between `min` and `max`) merged into place
+    /// as a write would merge them (de-dup on `key`, keep last), written but not
+    /// committed: the persisting of a write-ahead log entry.
+    pub(crate) async fn merge_rows(
+        &self,
+        (c, i): (&CollectionName, &ItemName),
+        base: &Manifest,
+        rows: RecordBatch,
+        (min, max): (i64, i64),
+        key: Option<Vec<String>>,
+        guard: &mut InFlightGuard,
+    ) -> Result<Vec<FileEntry>> {
+        let settings = base.live_settings();
+        let target = self.file_target(c, i, settings, base.live_schema(), &base.metadata);
+        let run = stage::memory_run(min, max, vec![rows]);
+        let key = key.map(|k| (k, Keep::Last));
+        let _slot = self
+            .inner
+            .merge_slots
+            .acquire()
+            .await
+            .expect("the merge semaphore is never closed");
+        let unique = settings.validation.unique_ordering;
+        let planned = self
+            .plan(
+                c,
+                i,
+                &target,
+                &base.files,
+                &[run],
+                key.as_ref(),
+                unique,
+                None,
+                guard,
+            )
+            .await?;
+        Ok(planned.files)
     }
 
     /// Plan against the latest version and commit, re-planning after lost races.
@@ -371,6 +413,7 @@ impl Engine {
                 schema: Some(schema),
                 metadata,
                 files: planned.files.clone(),
+                deltas: Vec::new(),
             };
             let rows_after = next.rows();
             let planned_at = std::time::Instant::now();

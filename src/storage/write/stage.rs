@@ -154,23 +154,31 @@ async fn stage_chunk(
 }
 
 /// A run held in memory: the sorted rows of an upload's only chunk.
-fn memory_run(keyed: Vec<Keyed>) -> Option<Run> {
+fn keyed_run(keyed: Vec<Keyed>) -> Option<Run> {
     let keyed: Vec<Keyed> = keyed.into_iter().filter(|k| k.num_rows() > 0).collect();
     let min = *keyed.first()?.keys.first()?;
     let max = *keyed.last()?.keys.last()?;
-    let rows = keyed.iter().map(|k| k.num_rows() as u64).sum();
-    Some(Run {
+    Some(memory_run(
+        min,
+        max,
+        keyed.into_iter().map(|k| k.batch).collect(),
+    ))
+}
+
+/// A run of sorted `batches` in memory, keys from `min` to `max`.
+pub(super) fn memory_run(min: i64, max: i64, batches: Vec<RecordBatch>) -> Run {
+    Run {
         file: FileEntry {
             name: String::new(),
             min,
             max,
-            rows,
+            rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
             bytes: 0,
             row_groups: None,
             memory: None,
         },
-        memory: Some(Arc::new(keyed.into_iter().map(|k| k.batch).collect())),
-    })
+        memory: Some(Arc::new(batches)),
+    }
 }
 
 /// Check an incoming batch against the write: the ordering column holds no nulls, and
@@ -298,7 +306,7 @@ impl Engine {
                         let schema = Arc::clone(&p.schema);
                         let on = p.settings.ordered_on.clone();
                         let sorted = sort_chunk(done.batches, schema, on, Key::of(p)).await?;
-                        stager.runs.extend(memory_run(sorted));
+                        stager.runs.extend(keyed_run(sorted));
                         held = done.share;
                         break;
                     }

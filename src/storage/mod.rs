@@ -149,6 +149,10 @@ pub struct Options {
     pub wal_bytes: usize,
     /// Age at which acknowledged appends are persisted as Parquet.
     pub wal_persist_after: Duration,
+    /// Fault injection for tests: the log's sync of that group of writes (1-based)
+    /// fails as a failing disk's would.
+    #[doc(hidden)]
+    pub wal_fail_sync: Option<u64>,
     /// Compiles the SQL of validation checks; without it, a write with checks fails.
     /// The server gives DataFusion's.
     pub checks: Option<Arc<dyn CheckCompiler>>,
@@ -171,6 +175,7 @@ impl Default for Options {
             wal: false,
             wal_bytes: DEFAULT_WAL_BYTES,
             wal_persist_after: DEFAULT_WAL_PERSIST_AFTER,
+            wal_fail_sync: None,
             checks: None,
         }
     }

@@ -553,3 +553,67 @@ async fn merges_past_the_limit_take_the_ordinary_path() {
     assert_reads(&engine, all_rows(), &all, "after 20 late writes").await;
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failed_log_sync_fails_its_writes_only_and_later_writes_commit_as_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = Duration::from_secs(3600);
+    // The item's first write takes the ordinary path; then syncs 1 and 2 (appends) and 3
+    // (an upsert waiting in the log, merged on reads) succeed, and sync 4 fails.
+    let failing = Options {
+        wal_fail_sync: Some(4),
+        ..wal_options(hour)
+    };
+    let engine = open_wal(dir.path(), failing).await;
+    let (c, i) = names("c", "item");
+    let (_, mut all) = appended(&engine, 2).await;
+    let upsert = WriteOptions {
+        mode: WriteMode::Upsert,
+        ..Default::default()
+    };
+    let r = write_rows(&engine, &c, &i, upsert, &[(7 * SEC, 2, 7000)], 1)
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.rows_deleted), (4, None));
+    all.retain(|r| r.0 != 7 * SEC);
+    all.push((7 * SEC, 2, 7000));
+    all.sort_by_key(|r| r.0);
+    // The failed sync fails its write, which is not visible.
+    let err = write_rows(&engine, &c, &i, WriteOptions::default(), &rows(30, 35), 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Wal { message } if message.contains("injected sync failure")),
+        "{err}"
+    );
+    assert_reads(&engine, all_rows(), &all, "after the failed sync").await;
+    // A crash right now: the failed write's record was cut off the log, so the restart
+    // replays exactly the acknowledged writes.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), crashed.path());
+    let replayed = open_wal(crashed.path(), wal_options(hour)).await;
+    assert_reads(&replayed, all_rows(), &all, "after a crash at the failure").await;
+    let info = replayed.item_info(&c, &i, &At::Latest).await.unwrap();
+    assert_eq!((info.version, info.rows), (4, all.len() as u64));
+    replayed.shutdown().await;
+    // Later writes take Parquet commits, drafting on every acknowledged write.
+    let r = write_rows(&engine, &c, &i, WriteOptions::default(), &rows(40, 45), 2)
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.rows_deleted), (5, Some(0)));
+    all.extend(rows(40, 45));
+    assert_reads(&engine, all_rows(), &all, "after a Parquet commit").await;
+    // A crash and a restart: what was acknowledged, once.
+    drop(engine);
+    let engine = open_wal(dir.path(), wal_options(hour)).await;
+    assert_reads(&engine, all_rows(), &all, "after the restart").await;
+    let versions: Vec<u64> = engine
+        .list_versions(&c, &i)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, (1..=5).collect::<Vec<_>>());
+    engine.shutdown().await;
+}

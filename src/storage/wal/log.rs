@@ -124,7 +124,10 @@ pub(crate) struct Log {
 impl Log {
     /// Recover the records of `dir` (created if missing) and start a new segment after
     /// them. Records get LSNs `1..=n` in log order; new ones follow.
-    pub(crate) fn open(dir: &Path) -> Result<(Self, Vec<Recovered>)> {
+    ///
+    /// `fail_sync` injects a fault for tests: the sync of that group (1-based) fails as
+    /// a failing disk's would.
+    pub(crate) fn open(dir: &Path, fail_sync: Option<u64>) -> Result<(Self, Vec<Recovered>)> {
         std::fs::create_dir_all(dir).map_err(|e| io("create the log folder", e))?;
         let segments = list_segments(dir)?;
         let mut recovered = Vec::new();
@@ -156,6 +159,9 @@ impl Log {
                         path,
                         segment: next_segment,
                         written: 0,
+                        durable: 0,
+                        syncs: 0,
+                        fail_sync,
                         closed,
                     }
                     .run(rx, synced_tx)
@@ -263,7 +269,12 @@ struct Writer {
     file: File,
     path: PathBuf,
     segment: u64,
+    /// Bytes written to the segment, and how many of them are synced.
     written: u64,
+    durable: u64,
+    /// Groups synced, and the one whose sync fails (fault injection for tests).
+    syncs: u64,
+    fail_sync: Option<u64>,
     closed: std::sync::Arc<Mutex<Closed>>,
 }
 
@@ -278,6 +289,7 @@ impl Writer {
             }
             if let Err(e) = self.write(&group) {
                 warn!(cause = %e, "the write-ahead log failed: later writes bypass it");
+                self.discard_unsynced();
                 synced.send_modify(|s| s.failed = Some(e.to_string()));
                 return;
             }
@@ -292,13 +304,35 @@ impl Writer {
         }
     }
 
+    /// Cut the segment back to what was synced: the failed group's writers got an
+    /// error, so a restart must not replay their records (best effort: the disk is
+    /// failing).
+    fn discard_unsynced(&mut self) {
+        let cut = self
+            .file
+            .set_len(self.durable)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = cut {
+            warn!(
+                path = %self.path.display(), cause = %e,
+                "cannot cut the unsynced end off the log: a write reported as failed may be replayed at the next start"
+            );
+        }
+    }
+
     /// Write a group of frames and make them durable with one sync.
     fn write(&mut self, group: &[Job]) -> std::io::Result<()> {
         for job in group {
             self.file.write_all(&job.frame)?;
             self.written += job.frame.len() as u64;
         }
-        self.file.sync_data()
+        self.syncs += 1;
+        if self.fail_sync == Some(self.syncs) {
+            return Err(std::io::Error::other("injected sync failure"));
+        }
+        self.file.sync_data()?;
+        self.durable = self.written;
+        Ok(())
     }
 
     /// Close the segment (its last record is `last`) and start the next one.
@@ -312,6 +346,7 @@ impl Writer {
             .expect("closed segments poisoned")
             .push((old, last));
         self.written = 0;
+        self.durable = 0;
         Ok(())
     }
 }
@@ -436,7 +471,7 @@ mod tests {
     #[tokio::test]
     async fn records_survive_a_restart_and_a_torn_end_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, recovered) = Log::open(dir.path()).unwrap();
+        let (log, recovered) = Log::open(dir.path(), None).unwrap();
         assert!(recovered.is_empty());
         let a = log.append(frame(&header(1), b"one")).unwrap();
         let b = log.append(frame(&header(2), b"two")).unwrap();
@@ -452,7 +487,7 @@ mod tests {
         f.write_all(&torn[..torn.len() - 2]).unwrap();
         drop(f);
 
-        let (log, recovered) = Log::open(dir.path()).unwrap();
+        let (log, recovered) = Log::open(dir.path(), None).unwrap();
         let got: Vec<(u64, &[u8], u64)> = recovered
             .iter()
             .map(|r| (r.header.version, &r.rows[..], r.lsn))
@@ -464,7 +499,7 @@ mod tests {
         assert_eq!(c, 3);
         log.close();
         drop(log);
-        let (_log, recovered) = Log::open(dir.path()).unwrap();
+        let (_log, recovered) = Log::open(dir.path(), None).unwrap();
         assert_eq!(recovered.len(), 3);
     }
 
@@ -476,7 +511,7 @@ mod tests {
         data[FRAME_HEAD + 6] ^= 0xff; // a flipped byte in the first record
         std::fs::write(dir.path().join(segment_name(1)), &data).unwrap();
         std::fs::write(dir.path().join(segment_name(2)), b"").unwrap();
-        let err = Log::open(dir.path()).unwrap_err();
+        let err = Log::open(dir.path(), None).unwrap_err();
         assert!(err.to_string().contains("damaged log record"), "{err}");
     }
 }

@@ -125,22 +125,18 @@ pub(crate) enum Logged {
 
 impl Wal {
     /// Open the log in `dir`; returns the records to replay.
-    pub(crate) fn open(
-        dir: &FsPath,
-        bytes: usize,
-        persist_after: Duration,
-    ) -> Result<(Self, Vec<log::Recovered>)> {
+    pub(crate) fn open(dir: &FsPath, o: &Options) -> Result<(Self, Vec<log::Recovered>)> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Wal {
             message: format!("cannot create {}: {e}", dir.display()),
         })?;
         let lock = lock_folder(dir)?;
-        let (log, recovered) = Log::open(dir)?;
+        let (log, recovered) = Log::open(dir, o.wal_fail_sync)?;
         Ok((
             Self {
                 log,
                 tails: Mutex::new(HashMap::new()),
-                budget: MemoryBudget::new(bytes, Duration::ZERO),
-                persist_after,
+                budget: MemoryBudget::new(o.wal_bytes, Duration::ZERO),
+                persist_after: o.wal_persist_after,
                 wake: Arc::new(Notify::new()),
                 persister: Mutex::new(None),
                 _lock: lock,
@@ -352,7 +348,7 @@ impl Wal {
     /// Open the log of the local data folder `root` and replay what it holds: records
     /// of versions not persisted yet become tail entries again.
     pub(crate) fn recover(root: &FsPath, layout: &Layout, o: &Options) -> Result<Self> {
-        let (wal, recovered) = Wal::open(&root.join("_wal"), o.wal_bytes, o.wal_persist_after)?;
+        let (wal, recovered) = Wal::open(&root.join("_wal"), o)?;
         let mut expected: HashMap<ItemKey, u64> = HashMap::new();
         let mut replayed = 0;
         for r in recovered {

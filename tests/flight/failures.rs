@@ -312,21 +312,28 @@ async fn sixteen_concurrent_uploads_stay_within_the_memory_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_acknowledged_before_a_kill_9_are_all_there_once_after_restart() {
-    // Two writers append 500-row batches (through the write-ahead log) to their own
-    // items as fast as acknowledgements come; the server is killed mid-stream.
+    // Three writers send 500-row batches (through the write-ahead log) to their own
+    // items as fast as acknowledgements come; the server is killed mid-stream. Writers
+    // 0 and 1 append after the end; writer 2's batches interleave with the stored rows
+    // (batch k holds ids j * 1000 + k), so each merges into place.
     const BATCH: i64 = 500;
+    let batch_ids = |w: usize, k: i64| -> Vec<i64> {
+        match w {
+            2 => (0..BATCH).map(|j| j * 1000 + k).collect(),
+            _ => (k * BATCH..(k + 1) * BATCH).collect(),
+        }
+    };
     let server = ServerProcess::start(&[]);
     let mut writers = Vec::new();
-    for w in 0..2 {
+    for w in 0..3 {
         let mut client = connect(&server.addr).await;
         writers.push(tokio::spawn(async move {
             let mut acked = 0i64; // batches acknowledged, in order
-            loop {
-                let ids = acked * BATCH..(acked + 1) * BATCH;
+            while acked < 1000 {
                 match put(
                     &mut client,
                     path("c", &format!("w{w}")),
-                    vec![ticks(ids, 0.0)],
+                    vec![ticks(batch_ids(w, acked), 0.0)],
                 )
                 .await
                 {
@@ -337,6 +344,7 @@ async fn appends_acknowledged_before_a_kill_9_are_all_there_once_after_restart()
                     Err(_) => return acked, // the server is gone
                 }
             }
+            acked
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -365,7 +373,9 @@ async fn appends_acknowledged_before_a_kill_9_are_all_there_once_after_restart()
             batches == n || batches == n + 1,
             "writer {w}: {batches} batches, {n} acked"
         );
-        assert_eq!(got, (0..batches * BATCH).collect::<Vec<_>>(), "writer {w}");
+        let mut want: Vec<i64> = (0..batches).flat_map(|k| batch_ids(w, k)).collect();
+        want.sort();
+        assert_eq!(got, want, "writer {w}");
         println!("writer {w}: {n} appends acknowledged, {batches} after restart");
     }
 }

@@ -417,6 +417,21 @@ async fn assert_reads(engine: &Engine, opts: ReadOptions, want: &[Row], what: &s
     );
 }
 
+/// Upsert one row on the ordering column alone: it takes the log (merging into place)
+/// and commits `version`; `all` gets it too.
+async fn upsert_one(engine: &Engine, all: &mut Vec<Row>, row: Row, version: u64) {
+    let (c, i) = names("c", "item");
+    let upsert = WriteOptions {
+        mode: WriteMode::Upsert,
+        ..Default::default()
+    };
+    let r = write_rows(engine, &c, &i, upsert, &[row], 1).await.unwrap();
+    assert_eq!((r.version, r.rows_deleted), (version, None));
+    all.retain(|r| r.0 != row.0);
+    all.push(row);
+    all.sort_by_key(|r| r.0);
+}
+
 #[tokio::test]
 async fn upserts_and_late_rows_take_the_log_read_merged_and_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
@@ -451,17 +466,7 @@ async fn upserts_and_late_rows_take_the_log_read_merged_and_survive_a_crash() {
     all.extend(new);
     all.sort_by_key(|r| r.0);
     // An upsert on the ordering column alone replaces every row at 5 s, the late one too.
-    let upsert = WriteOptions {
-        mode: WriteMode::Upsert,
-        ..Default::default()
-    };
-    let r = write_rows(&engine, &c, &i, upsert, &[(5 * SEC, 1, 3000)], 1)
-        .await
-        .unwrap();
-    assert_eq!((r.version, r.rows_deleted), (7, None));
-    all.retain(|r| r.0 != 5 * SEC);
-    all.push((5 * SEC, 1, 3000));
-    all.sort_by_key(|r| r.0);
+    upsert_one(&engine, &mut all, (5 * SEC, 1, 3000), 7).await;
     // An append after the end, behind the merges.
     let tail = rows(40, 45);
     let r = write_rows(&engine, &c, &i, WriteOptions::default(), &tail, 2)
@@ -567,17 +572,7 @@ async fn a_failed_log_sync_fails_its_writes_only_and_later_writes_commit_as_parq
     let engine = open_wal(dir.path(), failing).await;
     let (c, i) = names("c", "item");
     let (_, mut all) = appended(&engine, 2).await;
-    let upsert = WriteOptions {
-        mode: WriteMode::Upsert,
-        ..Default::default()
-    };
-    let r = write_rows(&engine, &c, &i, upsert, &[(7 * SEC, 2, 7000)], 1)
-        .await
-        .unwrap();
-    assert_eq!((r.version, r.rows_deleted), (4, None));
-    all.retain(|r| r.0 != 7 * SEC);
-    all.push((7 * SEC, 2, 7000));
-    all.sort_by_key(|r| r.0);
+    upsert_one(&engine, &mut all, (7 * SEC, 2, 7000), 4).await;
     // The failed sync fails its write, which is not visible.
     let err = write_rows(&engine, &c, &i, WriteOptions::default(), &rows(30, 35), 2)
         .await

@@ -286,12 +286,7 @@ impl Engine {
         let target = self.file_target(c, i, settings, base.live_schema(), &base.metadata);
         let run = stage::memory_run(min, max, vec![rows]);
         let key = key.map(|k| (k, Keep::Last));
-        let _slot = self
-            .inner
-            .merge_slots
-            .acquire()
-            .await
-            .expect("the merge semaphore is never closed");
+        let _slot = self.merge_slot().await;
         let unique = settings.validation.unique_ordering;
         let planned = self
             .plan(
@@ -307,6 +302,16 @@ impl Engine {
             )
             .await?;
         Ok(planned.files)
+    }
+
+    /// A turn to merge: at most one merge per CPU thread at once. A merge holds up to
+    /// two encoded files, so this bounds their memory across all writers too.
+    async fn merge_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.inner
+            .merge_slots
+            .acquire()
+            .await
+            .expect("the merge semaphore is never closed")
     }
 
     /// Plan against the latest version and commit, re-planning after lost races.
@@ -382,14 +387,7 @@ impl Engine {
             let rows_before = current.as_ref().map_or(0, |m| m.rows());
             let target = self.file_target(c, i, &settings, &schema, &metadata);
             let plan_started = std::time::Instant::now();
-            // At most one merge per CPU thread at once: a merge holds up to two encoded
-            // files, so this bounds their memory across all writers too.
-            let _slot = self
-                .inner
-                .merge_slots
-                .acquire()
-                .await
-                .expect("the merge semaphore is never closed");
+            let _slot = self.merge_slot().await;
             let planned = self
                 .plan(
                     c,

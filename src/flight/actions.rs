@@ -179,9 +179,7 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
             let start = required_time(r.start.as_ref(), "start")?;
             let end = required_time(r.end.as_ref(), "end")?;
             let receipt = engine.delete_range(&c, &i, start, end).await?;
-            // A range delete always counts the rows it removes.
-            let rows_deleted = receipt.rows_deleted.unwrap_or_default();
-            json!({"version": receipt.version, "rows_deleted": rows_deleted})
+            json!({"version": receipt.version, "rows_deleted": receipt.rows_deleted})
         }
         "update_metadata" => {
             let r: proto::UpdateMetadataRequest = decode(&what, body)?;

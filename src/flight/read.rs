@@ -35,14 +35,19 @@ pub(super) struct Reading {
     pub(super) fixed_dictionaries: bool,
 }
 
-/// A planned read.
+/// A planned read, checked.
 enum Read {
     One(ReadPlan),
-    /// A dense grid over one item.
-    Grid(ReadPlan, Grid),
+    /// A dense grid over one item, of `slots` rows.
+    Grid {
+        plan: ReadPlan,
+        grid: Grid,
+        slots: u64,
+    },
     /// Several items merged; `limit` / `last` apply to the merged stream.
     Many {
         plans: Vec<ReadPlan>,
+        schema: SchemaRef,
         limit: Option<usize>,
         last: Option<usize>,
     },
@@ -50,13 +55,22 @@ enum Read {
 
 impl Read {
     /// The schema of the batches.
-    fn schema(&self) -> Result<SchemaRef> {
-        Ok(match self {
+    fn schema(&self) -> SchemaRef {
+        match self {
             Read::One(plan) => Arc::clone(plan.schema()),
-            Read::Grid(plan, _) => plan.grid_schema(),
-            Read::Many { plans, .. } => storage::many_schema(plans)?,
-        })
+            Read::Grid { plan, .. } => plan.grid_schema(),
+            Read::Many { schema, .. } => Arc::clone(schema),
+        }
     }
+}
+
+/// How many dictionary columns `schema` has, nested ones included.
+pub(super) fn dictionary_columns(schema: &SchemaRef) -> usize {
+    schema
+        .flattened_fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::Dictionary(..)))
+        .count()
 }
 
 impl FlightStore {
@@ -92,10 +106,11 @@ impl FlightStore {
             Target::One(i) => {
                 let plan = self.plan_item(req, &c, &i, options).await?;
                 Ok(match grid {
-                    Some(grid) => {
-                        plan.grid_slots(&grid)?; // checks the grid before any read
-                        Read::Grid(plan, grid)
-                    }
+                    Some(grid) => Read::Grid {
+                        slots: plan.grid_slots(&grid)?, // checks the grid before any read
+                        plan,
+                        grid,
+                    },
                     None => Read::One(plan),
                 })
             }
@@ -113,8 +128,14 @@ impl FlightStore {
                     }
                     plans.push(self.plan_item(req, &c, &i, options).await?);
                 }
-                storage::many_schema(&plans)?; // checks the items agree before any read
-                Ok(Read::Many { plans, limit, last })
+                // Checks the items agree before any read.
+                let schema = storage::many_schema(&plans)?;
+                Ok(Read::Many {
+                    plans,
+                    schema,
+                    limit,
+                    last,
+                })
             }
         }
     }
@@ -147,7 +168,7 @@ impl FlightStore {
         let read = self.plan(&req).await?;
         let filter = request::filter(&req);
         let info = FlightInfo::new()
-            .try_with_schema(read.schema()?.as_ref())
+            .try_with_schema(read.schema().as_ref())
             .map_err(|source| Error::Encode {
                 what: "the schema",
                 source,
@@ -170,17 +191,17 @@ impl FlightStore {
                 }
                 info
             }
-            Read::Grid(plan, _) => {
+            Read::Grid { plan, slots, .. } => {
                 let mut ticket = request::ticket(&plan, &plan.whole(), filter);
                 ticket.grid = req.grid.clone();
-                info.with_total_records(
-                    plan.grid_slots(&request::grid(&req)?.expect("a grid"))? as i64
-                )
-                .with_total_bytes(-1)
-                .with_app_metadata(json!({"version": plan.version()}).to_string())
-                .with_endpoint(endpoint(ticket))
+                info.with_total_records(slots as i64)
+                    .with_total_bytes(-1)
+                    .with_app_metadata(json!({"version": plan.version()}).to_string())
+                    .with_endpoint(endpoint(ticket))
             }
-            Read::Many { plans, limit, last } => {
+            Read::Many {
+                plans, limit, last, ..
+            } => {
                 // Exact when every item's count is; at most `limit` / `last`.
                 let rows: Option<u64> = plans.iter().map(|p| p.rows()).sum();
                 let cap = limit.or(last).map_or(u64::MAX, |n| n as u64);
@@ -211,7 +232,7 @@ impl FlightStore {
             Some(any) => self.sql.schema(any).await?,
             None => {
                 let req = Self::read_request(&descriptor, "GetSchema")?;
-                self.plan(&req).await?.schema()?
+                self.plan(&req).await?.schema()
             }
         };
         SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
@@ -246,15 +267,13 @@ impl FlightStore {
                 debug!(collection = %plan.collection(), item = %plan.item(), version = plan.version(), "do_get");
                 self.engine.execute(&plan, &plan.whole()).await?
             }
-            Read::Grid(plan, grid) => self.engine.execute_grid(&plan, grid).await?,
-            Read::Many { plans, limit, last } => {
+            Read::Grid { plan, grid, .. } => self.engine.execute_grid(&plan, grid).await?,
+            Read::Many {
+                plans, limit, last, ..
+            } => {
                 let out = self.engine.execute_many(&plans, limit, last).await?;
                 // `_item` keeps one dictionary; the items' own columns may have others.
-                let fields = out.schema.flattened_fields();
-                let dictionaries = fields
-                    .iter()
-                    .filter(|f| matches!(f.data_type(), DataType::Dictionary(..)));
-                fixed_dictionaries = dictionaries.count() == 1;
+                fixed_dictionaries = dictionary_columns(&out.schema) == 1;
                 out
             }
         };

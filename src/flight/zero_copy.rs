@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 
 use arrow::array::{ArrayData, RecordBatch};
 use arrow::buffer::Buffer;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::StreamWriter;
 use arrow_flight::Ticket;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -42,6 +42,7 @@ use prost::Message;
 use tonic::body::Body;
 use tonic::Status;
 
+use super::read::dictionary_columns;
 use super::{FlightStore, MAX_FLIGHT_DATA_BYTES};
 
 /// The path of the `DoGet` call.
@@ -118,7 +119,7 @@ impl FlightStore {
             Err(e) => return Status::from(e).into_http(),
         };
         let (schema, batches) = (reading.schema, reading.batches);
-        let frames = if !reading.fixed_dictionaries && has_dictionaries(&schema) {
+        let frames = if !reading.fixed_dictionaries && dictionary_columns(&schema) > 0 {
             super::read::encode_frames(schema, batches)
                 .map(|m| m.map(|m| vec![grpc_message(&m)]))
                 .boxed()
@@ -158,13 +159,6 @@ async fn read_ticket(body: Body) -> Result<Ticket, Status> {
         .ok_or_else(|| Status::invalid_argument("the DoGet request is cut short"))?;
     Ticket::decode(message)
         .map_err(|e| Status::invalid_argument(format!("the DoGet request is not a Ticket: {e}")))
-}
-
-fn has_dictionaries(schema: &SchemaRef) -> bool {
-    schema
-        .flattened_fields()
-        .iter()
-        .any(|f| matches!(f.data_type(), DataType::Dictionary(..)))
 }
 
 /// One gRPC message as chunks that go out one after the other.
@@ -484,7 +478,7 @@ impl http_body::Body for FrameBody {
 mod tests {
     use super::*;
     use arrow::array::{Float64Array, Int64Array, StringArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema};
     use arrow_flight::decode::FlightRecordBatchStream;
     use arrow_flight::FlightData;
 

@@ -381,7 +381,6 @@ impl ExecutionPlan for DeleteExec {
                     .await
                     .map_err(external)?
                     .rows_deleted
-                    .unwrap_or_default() // a range delete always counts them
             };
             let count = UInt64Array::from(vec![deleted]);
             Ok(RecordBatch::try_new(out, vec![Arc::new(count)])?)

@@ -169,7 +169,7 @@ async fn other_writes_draft_on_the_tail_and_late_rows_merge_into_place() {
     let r = write_rows(&engine, &c, &i, upsert, &[(45 * SEC, 2, 2000)], 1)
         .await
         .unwrap();
-    assert_eq!((r.version, r.rows_written, r.rows_deleted), (7, 0, Some(0)));
+    assert_eq!((r.version, r.rows_written, r.rows_deleted), (7, 0, 0));
     let upsert = WriteOptions {
         mode: WriteMode::Upsert,
         dedup_on: Some(vec!["ts".into()]),
@@ -178,7 +178,8 @@ async fn other_writes_draft_on_the_tail_and_late_rows_merge_into_place() {
     let r = write_rows(&engine, &c, &i, upsert, &[(45 * SEC, 2, 2000)], 1)
         .await
         .unwrap();
-    assert_eq!((r.version, r.rows_deleted), (8, None));
+    assert_eq!((r.version, r.rows_deleted), (8, 1));
+    assert_eq!(pending(&engine).await, 1, "the upsert waits in the log");
     all.retain(|r| r.0 != 45 * SEC);
     all.push((45 * SEC, 2, 2000));
     all.sort_by_key(|r| r.0);
@@ -407,6 +408,17 @@ async fn a_persisted_tail_of_small_appends_is_laid_out_again() {
     assert_eq!(read_rows(&engine, &c, &i, at5).await.unwrap(), all[..50]);
 }
 
+/// How many writes of the log's tail of `c/item` merge into place (not persisted).
+async fn pending(engine: &Engine) -> usize {
+    let (c, i) = names("c", "item");
+    engine
+        .latest(&c, &i)
+        .await
+        .unwrap()
+        .unwrap()
+        .pending_merges()
+}
+
 /// Read `opts` and compare with `want`, on the engine as it is.
 async fn assert_reads(engine: &Engine, opts: ReadOptions, want: &[Row], what: &str) {
     let (c, i) = names("c", "item");
@@ -426,7 +438,9 @@ async fn upsert_one(engine: &Engine, all: &mut Vec<Row>, row: Row, version: u64)
         ..Default::default()
     };
     let r = write_rows(engine, &c, &i, upsert, &[row], 1).await.unwrap();
-    assert_eq!((r.version, r.rows_deleted), (version, None));
+    let replaced = all.iter().filter(|r| r.0 == row.0).count() as u64;
+    assert_eq!((r.version, r.rows_deleted), (version, replaced));
+    assert!(pending(engine).await > 0, "the upsert waits in the log");
     all.retain(|r| r.0 != row.0);
     all.push(row);
     all.sort_by_key(|r| r.0);
@@ -445,7 +459,8 @@ async fn upserts_and_late_rows_take_the_log_read_merged_and_survive_a_crash() {
     let r = write_rows(&engine, &c, &i, WriteOptions::default(), &late, 2)
         .await
         .unwrap();
-    assert_eq!((r.version, r.rows_written, r.rows_deleted), (5, 2, None));
+    assert_eq!((r.version, r.rows_written, r.rows_deleted), (5, 2, 0));
+    assert_eq!(pending(&engine).await, 1);
     all.extend(late);
     all.sort_by_key(|r| r.0);
     // An upsert keyed on (ts, k): replaces the rows at 12 s and 39 s (k = s % 3 = 0),
@@ -461,7 +476,8 @@ async fn upserts_and_late_rows_take_the_log_read_merged_and_survive_a_crash() {
         (39 * SEC, 0, 2002),
     ];
     let r = write_rows(&engine, &c, &i, upsert, &new, 3).await.unwrap();
-    assert_eq!((r.version, r.rows_written, r.rows_deleted), (6, 3, None));
+    assert_eq!((r.version, r.rows_written, r.rows_deleted), (6, 3, 2));
+    assert_eq!(pending(&engine).await, 2);
     all.retain(|r| r.1 != 0 || (r.0 != 12 * SEC && r.0 != 39 * SEC));
     all.extend(new);
     all.sort_by_key(|r| r.0);
@@ -472,7 +488,14 @@ async fn upserts_and_late_rows_take_the_log_read_merged_and_survive_a_crash() {
     let r = write_rows(&engine, &c, &i, WriteOptions::default(), &tail, 2)
         .await
         .unwrap();
-    assert_eq!((r.version, r.rows_deleted), (8, Some(0)));
+    assert_eq!((r.version, r.rows_deleted), (8, 0));
+    assert_eq!(
+        pending(&engine).await,
+        3,
+        "appended after the merges, which still wait"
+    );
+    let info = engine.item_info(&c, &i, &At::Latest).await.unwrap();
+    assert_eq!((info.version, info.rows), (8, all.len() as u64 + 5));
     all.extend(tail);
     let check = |engine: Engine, all: Vec<Row>, when: &'static str| {
         let before = before.clone();
@@ -511,19 +534,10 @@ async fn upserts_and_late_rows_take_the_log_read_merged_and_survive_a_crash() {
     drop(engine);
     let engine = open_wal(dir.path(), wal_options(hour)).await;
     check(engine.clone(), all.clone(), "after the replay").await;
-    // Persisted: each merge became its own version, as an ordinary write would make it.
     let info = engine.item_info(&c, &i, &At::Latest).await.unwrap();
     assert_eq!((info.version, info.rows), (8, all.len() as u64));
-    assert!(
-        engine
-            .latest(&c, &i)
-            .await
-            .unwrap()
-            .unwrap()
-            .pending_merges()
-            == 0
-    );
-    check(engine.clone(), all.clone(), "persisted").await;
+    // Persisted (listing versions persists the tail first): each merge became its own
+    // version, as an ordinary write would make it.
     let ops: Vec<String> = engine
         .list_versions(&c, &i)
         .await
@@ -532,6 +546,8 @@ async fn upserts_and_late_rows_take_the_log_read_merged_and_survive_a_crash() {
         .map(|v| v.operation.clone())
         .collect();
     assert_eq!(ops[4..], ["append", "upsert", "upsert", "append"]);
+    assert_eq!(pending(&engine).await, 0);
+    check(engine.clone(), all.clone(), "persisted").await;
     engine.shutdown().await;
     drop(engine);
     let engine = Engine::open(dir.path().to_str().unwrap(), small_options()).unwrap();
@@ -551,7 +567,14 @@ async fn merges_past_the_limit_take_the_ordinary_path() {
             .unwrap();
         // 16 merges wait in the log; the 17th write persists them and commits itself,
         // and the next ones take the log again.
-        assert_eq!(r.rows_deleted.is_none(), n != 16, "write {n}");
+        // Stored rows at the same time stay (no key): nothing is replaced.
+        assert_eq!(r.rows_deleted, 0);
+        let want = match n {
+            0..16 => n + 1,
+            16 => 0,
+            _ => n - 16,
+        };
+        assert_eq!(pending(&engine).await as i64, want, "write {n}");
         all.extend(late);
     }
     all.sort_by_key(|r| r.0); // stable: stored rows first among equal times
@@ -595,7 +618,10 @@ async fn a_failed_log_sync_fails_its_writes_only_and_later_writes_commit_as_parq
     let r = write_rows(&engine, &c, &i, WriteOptions::default(), &rows(40, 45), 2)
         .await
         .unwrap();
-    assert_eq!((r.version, r.rows_deleted), (5, Some(0)));
+    assert_eq!(
+        (r.version, r.rows_deleted, pending(&engine).await),
+        (5, 0, 0)
+    );
     all.extend(rows(40, 45));
     assert_reads(&engine, all_rows(), &all, "after a Parquet commit").await;
     // A crash and a restart: what was acknowledged, once.

@@ -65,14 +65,7 @@ pub struct Change {
 impl Engine {
     /// Summary of an item at a version.
     pub async fn item_info(&self, c: &CollectionName, i: &ItemName, at: &At) -> Result<ItemInfo> {
-        let mut m = self.manifest_at(c, i, at).await?;
-        if !m.deltas.is_empty() {
-            // Rows merging into place from the log are counted once persisted: persist
-            // them now, holding the lock so that no new ones arrive meanwhile.
-            let _lock = self.item_lock(c, i).await;
-            self.persist_locked(c, i).await?;
-            m = self.manifest_at(c, i, at).await?;
-        }
+        let m = self.manifest_at(c, i, at).await?;
         let range = m.range();
         Ok(ItemInfo {
             rows: m.rows(),

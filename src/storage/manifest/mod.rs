@@ -150,6 +150,18 @@ pub(crate) struct Delta {
     pub(crate) max: i64,
     /// De-duplication key (`keep = last`); without one, rows are only merged in.
     pub(crate) key: Option<Vec<String>>,
+    /// Rows before it that it replaces (equal on the key), counted when it was logged.
+    pub(crate) replaced: u64,
+}
+
+/// Rows `files` and `deltas` hold together: a delta adds its rows and removes the rows
+/// it replaces (which may outnumber its own: one row replaces every row at its time
+/// when the key is the ordering column alone).
+pub(crate) fn rows_with(files: u64, deltas: &mut dyn Iterator<Item = &Arc<Delta>>) -> u64 {
+    let (added, replaced) = deltas.fold((0, 0), |(a, r), d| {
+        (a + d.rows.num_rows() as u64, r + d.replaced)
+    });
+    files + added - replaced
 }
 
 /// One committed version of an item.
@@ -185,7 +197,7 @@ pub struct Manifest {
 impl Manifest {
     /// Total rows.
     pub fn rows(&self) -> u64 {
-        self.files.iter().map(|f| f.rows).sum()
+        rows_with(self.files.iter().map(|f| f.rows).sum(), &mut self.deltas.iter())
     }
 
     /// Total bytes of the data files (a file listed in several entries counts once).

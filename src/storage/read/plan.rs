@@ -15,7 +15,7 @@ use super::scan::{limit_stream, ScanCtx};
 use super::{At, ReadOptions, ReadStream, RowFilter};
 use crate::storage::error::{Error, Result};
 use crate::storage::key::KeyRange;
-use crate::storage::manifest::{Delta, FileEntry, Manifest};
+use crate::storage::manifest::{rows_with, Delta, FileEntry, Manifest};
 use crate::storage::names::{CollectionName, ItemName};
 use crate::storage::schema::project;
 use crate::storage::Engine;
@@ -163,7 +163,7 @@ impl ReadPlan {
     /// file the range cuts, or `n_prev` does).
     pub fn rows(&self) -> Option<u64> {
         let o = &self.options;
-        if o.filter.is_some() || o.n_prev > 0 || self.deltas().next().is_some() {
+        if o.filter.is_some() || o.n_prev > 0 {
             return None;
         }
         let mut rows = 0;
@@ -173,6 +173,10 @@ impl ReadPlan {
             }
             rows += f.rows;
         }
+        if !self.deltas().all(|d| o.range.covers(d.min, d.max)) {
+            return None;
+        }
+        let rows = rows_with(rows, &mut self.deltas());
         Some(match o.limit.or(o.last) {
             Some(n) => rows.min(n as u64),
             None => rows,

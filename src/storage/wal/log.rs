@@ -63,6 +63,9 @@ pub(crate) struct Header {
 pub(crate) struct Merge {
     /// De-duplication key (keep last); without one, no row is dropped.
     pub(crate) key: Option<Vec<String>>,
+    /// Rows before it that it replaces, counted when it was logged.
+    #[serde(default)]
+    pub(crate) replaced: u64,
 }
 
 fn is_append(mode: &WriteMode) -> bool {

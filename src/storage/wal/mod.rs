@@ -368,12 +368,13 @@ impl Engine {
         wal.log.close();
     }
 
-    /// Append through the log if the write is a plain append after the item's end;
-    /// otherwise hand the upload back.
+    /// Write through the log if the write is rows only (see the module's notes) to the
+    /// item `current` (its latest version as the caller read it; checked again under
+    /// the item's lock); otherwise hand the upload back.
     pub(crate) async fn append_to_log(
         &self,
-        c: &CollectionName,
-        i: &ItemName,
+        (c, i): (&CollectionName, &ItemName),
+        current: Option<&Manifest>,
         opts: &WriteOptions,
         schema: &SchemaRef,
         mut input: BoxStream<'static, Result<RecordBatch>>,
@@ -384,7 +385,7 @@ impl Engine {
         if !rows_only(opts) {
             return Ok(Logged::Declined(input));
         }
-        let Some(current) = self.live(c, i).await? else {
+        let Some(current) = current else {
             return Ok(Logged::Declined(input));
         };
         let settings = current.live_settings().clone();
@@ -454,8 +455,9 @@ impl Engine {
         // Rows that merge into place: with `keep = first` some may not be stored, which
         // the receipt must say; unique ordering is checked against the stored rows; and
         // each is one more merge on reads until persisted. The ordinary path does those.
-        let merge = (!after_end).then(|| Merge {
+        let mut merge = (!after_end).then(|| Merge {
             key: merge_key.clone(),
+            replaced: 0,
         });
         let keep_last = opts.keep.unwrap_or(settings.keep) == Keep::Last;
         let mergeable = keep_last && !unique && view.deltas.len() < MAX_TAIL_MERGES;
@@ -466,6 +468,18 @@ impl Engine {
             drop(lock);
             return declined(batches);
         }
+        // Counted now, so that receipts and row counts stay exact without a scan.
+        if let Some(Merge {
+            key: Some(key),
+            replaced,
+        }) = &mut merge
+        {
+            let keys = (min, max);
+            *replaced = self
+                .rows_replaced((c, i), &view, &sorted.batch, keys, key)
+                .await?;
+        }
+        let rows_deleted = merge.as_ref().map_or(0, |m| m.replaced);
         let version = view.version + 1;
         let committed_at = self.now().max(view.committed_at);
         let header = Header {
@@ -509,8 +523,7 @@ impl Engine {
             version,
             rows_received: rows as u64,
             rows_written: rows as u64,
-            // Replaced rows are counted when a merge is persisted.
-            rows_deleted: after_end.then_some(0),
+            rows_deleted,
         }))
     }
 }

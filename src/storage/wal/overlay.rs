@@ -33,6 +33,7 @@ pub(super) fn overlay(base: Arc<Manifest>, entries: &[Arc<TailEntry>]) -> Arc<Ma
                 min: e.min,
                 max: e.max,
                 key: merge.key.clone(),
+                replaced: merge.replaced,
             })),
         }
     }

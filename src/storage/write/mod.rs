@@ -146,11 +146,8 @@ pub struct WriteReceipt {
     pub rows_received: u64,
     /// Uploaded rows now stored (received minus dropped duplicates).
     pub rows_written: u64,
-    /// Stored rows removed (by a range or replaced duplicates). `None` for a write
-    /// acknowledged through the write-ahead log that merges into place: the rows it
-    /// replaces are known only when it is persisted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rows_deleted: Option<u64>,
+    /// Stored rows removed (by a range or replaced duplicates).
+    pub rows_deleted: u64,
 }
 
 impl Engine {
@@ -193,11 +190,14 @@ impl Engine {
         let checks = self.inner.options.checks.as_ref();
         let (schema, shaper) = Shaper::new(&rules, &opts, current.as_deref(), checks, schema)?;
         let input = Shaper::stream(shaper, input);
-        let input = match self.append_to_log(c, i, &opts, &schema, input).await? {
+        let logged = self
+            .append_to_log((c, i), current.as_deref(), &opts, &schema, input)
+            .await?;
+        let input = match logged {
             Logged::Done(receipt) => return Ok(receipt),
             Logged::Declined(input) => input,
         };
-        let current = self.live(c, i).await?;
+        // Planned on `current`: the commit checks it against the latest version again.
         if opts.mode == WriteMode::Create && current.is_some() {
             return Err(Error::AlreadyExists {
                 what: format!("item {c}/{i}"),
@@ -230,7 +230,7 @@ impl Engine {
             version: manifest.version,
             rows_received,
             rows_written: planned.rows_new,
-            rows_deleted: Some(rows_deleted),
+            rows_deleted,
         })
     }
 
@@ -264,7 +264,7 @@ impl Engine {
                 version: manifest.version,
                 rows_received: 0,
                 rows_written: 0,
-                rows_deleted: Some(rows_deleted),
+                rows_deleted,
             })
         })
         .await

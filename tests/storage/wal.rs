@@ -125,14 +125,7 @@ async fn appends_are_visible_at_once_keep_their_versions_and_survive_a_crash() {
     let engine = Engine::open(dir.path().to_str().unwrap(), small_options()).unwrap();
     assert_eq!(read_rows(&engine, &c, &i, all_rows()).await.unwrap(), all);
     assert_eq!(read_rows(&engine, &c, &i, at5).await.unwrap(), all[..50]);
-    let listed: Vec<u64> = engine
-        .list_versions(&c, &i)
-        .await
-        .unwrap()
-        .iter()
-        .map(|v| v.version)
-        .collect();
-    assert_eq!(listed, (1..=13).collect::<Vec<_>>());
+    assert_eq!(listed_versions(&engine).await, (1..=13).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -408,6 +401,13 @@ async fn a_persisted_tail_of_small_appends_is_laid_out_again() {
     assert_eq!(read_rows(&engine, &c, &i, at5).await.unwrap(), all[..50]);
 }
 
+/// The versions of `c/item` listed (which persists its log tail first).
+async fn listed_versions(engine: &Engine) -> Vec<u64> {
+    let (c, i) = names("c", "item");
+    let listed = engine.list_versions(&c, &i).await.unwrap();
+    listed.iter().map(|v| v.version).collect()
+}
+
 /// How many writes of the log's tail of `c/item` merge into place (not persisted).
 async fn pending(engine: &Engine) -> usize {
     let (c, i) = names("c", "item");
@@ -628,13 +628,6 @@ async fn a_failed_log_sync_fails_its_writes_only_and_later_writes_commit_as_parq
     drop(engine);
     let engine = open_wal(dir.path(), wal_options(hour)).await;
     assert_reads(&engine, all_rows(), &all, "after the restart").await;
-    let versions: Vec<u64> = engine
-        .list_versions(&c, &i)
-        .await
-        .unwrap()
-        .iter()
-        .map(|v| v.version)
-        .collect();
-    assert_eq!(versions, (1..=5).collect::<Vec<_>>());
+    assert_eq!(listed_versions(&engine).await, (1..=5).collect::<Vec<_>>());
     engine.shutdown().await;
 }

@@ -197,7 +197,10 @@ pub struct Manifest {
 impl Manifest {
     /// Total rows.
     pub fn rows(&self) -> u64 {
-        rows_with(self.files.iter().map(|f| f.rows).sum(), &mut self.deltas.iter())
+        rows_with(
+            self.files.iter().map(|f| f.rows).sum(),
+            &mut self.deltas.iter(),
+        )
     }
 
     /// Total bytes of the data files (a file listed in several entries counts once).

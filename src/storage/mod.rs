@@ -149,6 +149,9 @@ pub struct Options {
     pub wal_bytes: usize,
     /// Age at which acknowledged appends are persisted as Parquet.
     pub wal_persist_after: Duration,
+    /// Age at which acknowledged writes that merge into place (upserts, late rows) are
+    /// persisted (default: at once, in the background).
+    pub wal_merges_persist_after: Duration,
     /// Fault injection for tests: the log's sync of that group of writes (1-based)
     /// fails as a failing disk's would.
     #[doc(hidden)]
@@ -175,6 +178,7 @@ impl Default for Options {
             wal: false,
             wal_bytes: DEFAULT_WAL_BYTES,
             wal_persist_after: DEFAULT_WAL_PERSIST_AFTER,
+            wal_merges_persist_after: Duration::ZERO,
             wal_fail_sync: None,
             checks: None,
         }

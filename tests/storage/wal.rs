@@ -18,6 +18,7 @@ pub(crate) fn wal_options(persist_after: Duration) -> Options {
     Options {
         wal: true,
         wal_persist_after: persist_after,
+        wal_merges_persist_after: persist_after,
         ..small_options()
     }
 }

@@ -112,6 +112,7 @@ pub(crate) struct Wal {
     tails: Mutex<HashMap<ItemKey, Vec<Arc<TailEntry>>>>,
     budget: MemoryBudget,
     persist_after: Duration,
+    merges_after: Duration,
     wake: Arc<Notify>,
     persister: Mutex<Option<SpawnedTask<()>>>,
     /// Held (an exclusive `flock`) while this engine owns the folder.
@@ -140,6 +141,7 @@ impl Wal {
                 tails: Mutex::new(HashMap::new()),
                 budget: MemoryBudget::new(o.wal_bytes, Duration::ZERO),
                 persist_after: o.wal_persist_after,
+                merges_after: o.wal_merges_persist_after,
                 wake: Arc::new(Notify::new()),
                 persister: Mutex::new(None),
                 _lock: lock,
@@ -193,13 +195,17 @@ impl Wal {
             .delete_segments_before(oldest.unwrap_or(self.log.synced() + 1));
     }
 
-    /// Items whose tail is due for persisting (old, large, or the budget is short).
+    /// Items whose tail is due for persisting (old, large, the budget is short, or it
+    /// holds merges: each one is more work for every read and for the next merge's
+    /// count, so they are persisted sooner, by default at once).
     fn due(&self) -> Vec<ItemKey> {
         let short = self.budget.try_reserve(self.budget.bytes() / 2).is_none();
         self.tails()
             .iter()
             .filter(|(_, t)| {
                 short
+                    || t.iter()
+                        .any(|e| e.merge.is_some() && e.added.elapsed() >= self.merges_after)
                     || t.first()
                         .is_some_and(|e| e.added.elapsed() >= self.persist_after)
                     || t.iter().map(|e| e.bytes).sum::<usize>() >= PERSIST_BYTES
@@ -518,7 +524,10 @@ impl Engine {
             wal.remove(&key, |entry| entry.lsn < lsn);
             return Err(e);
         }
-        debug!(collection = %c, item = %i, version, rows, "append acknowledged through the log");
+        if rows_deleted > 0 || !after_end {
+            wal.wake.notify_one(); // a merge: persist it now
+        }
+        debug!(collection = %c, item = %i, version, rows, "write acknowledged through the log");
         Ok(Logged::Done(WriteReceipt {
             version,
             rows_received: rows as u64,

@@ -66,14 +66,14 @@ use tracing::{debug, info, warn};
 use super::error::{Error, Result};
 use super::key::KeyRange;
 use super::manifest::{
-    put_json_if_absent, Delta, FileEntry, Keep, Manifest, MemoryRows, Settings, MANIFEST_FORMAT,
+    put_json_if_absent, Delta, FileEntry, Keep, Manifest, MemoryRows, MANIFEST_FORMAT,
 };
 use super::merge::sort_batch;
 use super::names::{parse_manifest_name, CollectionName, ItemName, Layout};
 use super::parquet::ParallelWriter;
 use super::task::SpawnedTask;
 use super::write::{
-    batch_bytes, InFlightGuard, MemoryBudget, Reservation, WriteMode, WriteOptions,
+    batch_bytes, write_key, InFlightGuard, MemoryBudget, Reservation, WriteMode, WriteOptions,
 };
 use super::{Engine, Inner, ItemKey, Options, WriteReceipt, DEFAULT_ROW_GROUP_ROWS};
 use log::{frame, Header, Log, Merge};
@@ -280,15 +280,6 @@ fn rows_only(opts: &WriteOptions) -> bool {
         && preset.is_none()
         && rename.is_none()
         && drop.is_none()
-}
-
-/// The de-duplication key of a write (as the ordinary path takes it): the write's
-/// `dedup_on`, else the item's, else the ordering column for an upsert.
-fn write_key(opts: &WriteOptions, settings: &Settings) -> Option<Vec<String>> {
-    let given = opts.dedup_on.clone().filter(|k| !k.is_empty());
-    let item = (!settings.dedup_on.is_empty()).then(|| settings.dedup_on.clone());
-    let upsert = (opts.mode == WriteMode::Upsert).then(|| vec![settings.ordered_on.clone()]);
-    given.or(item).or(upsert)
 }
 
 impl Wal {
@@ -524,7 +515,7 @@ impl Engine {
             wal.remove(&key, |entry| entry.lsn < lsn);
             return Err(e);
         }
-        if rows_deleted > 0 || !after_end {
+        if !after_end {
             wal.wake.notify_one(); // a merge: persist it now
         }
         debug!(collection = %c, item = %i, version, rows, "write acknowledged through the log");

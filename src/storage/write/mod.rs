@@ -33,6 +33,7 @@ use tracing::{debug, info};
 pub use batch::{BatchReceipt, ItemReceipt, MAX_BATCH_ITEMS};
 pub(crate) use budget::{batch_bytes, MemoryBudget, Reservation};
 pub(crate) use in_flight::{InFlight, InFlightGuard};
+pub(crate) use prepare::write_key;
 
 use super::catalog::merge_metadata;
 use super::error::{Error, Result};

@@ -127,12 +127,7 @@ impl Engine {
                 message,
             }
         })?;
-        let key_columns = opts
-            .dedup_on
-            .clone()
-            .filter(|k| !k.is_empty())
-            .or_else(|| (!settings.dedup_on.is_empty()).then(|| settings.dedup_on.clone()))
-            .or_else(|| (opts.mode == WriteMode::Upsert).then(|| vec![ordered_on.clone()]));
+        let key_columns = write_key(opts, &settings);
         let keep = opts.keep.unwrap_or(settings.keep);
         if let Some(cols) = &key_columns {
             let unknown: Vec<&String> = cols
@@ -228,4 +223,13 @@ fn rule<T: Clone + Default>(
         .clone()
         .or_else(|| existing.map(|s| stored(s).clone()))
         .unwrap_or_default()
+}
+
+/// The de-duplication key of a write: its own `dedup_on`, else the item's, else the
+/// ordering column for an upsert (the write-ahead log takes it the same way).
+pub(crate) fn write_key(opts: &WriteOptions, settings: &Settings) -> Option<Vec<String>> {
+    let given = opts.dedup_on.clone().filter(|k| !k.is_empty());
+    let item = (!settings.dedup_on.is_empty()).then(|| settings.dedup_on.clone());
+    let upsert = (opts.mode == WriteMode::Upsert).then(|| vec![settings.ordered_on.clone()]);
+    given.or(item).or(upsert)
 }

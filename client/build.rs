@@ -57,6 +57,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     config.type_attribute(".flightstore.v1.PutReceipt", "#[derive(serde::Serialize)]");
+    config.field_attribute(
+        ".flightstore.v1.PutReceipt.duplicate",
+        "#[serde(skip_serializing_if = \"Option::is_none\")]",
+    );
     config.compile_fds(descriptors)?;
     Ok(())
 }

@@ -70,6 +70,7 @@
 //! - [`server`]: binding, transport tuning and shutdown; `src/main.rs` is the CLI.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod flight;
 pub mod server;
 pub mod sql;

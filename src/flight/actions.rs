@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 
 use super::error::{Error, Result};
 use super::request::{collection, decode, item, object, required_time};
-use crate::storage::{At, Engine, Period, SnapshotName};
+use crate::auth::{Access, Level};
+use crate::storage::{At, CollectionName, Engine, Period, SnapshotName};
 use flightstore_client::proto;
 
 /// Every action: name, body (JSON form), what it does. `ListActions` serves this table.
@@ -99,8 +100,36 @@ fn to_json(value: impl Serialize) -> Value {
     serde_json::to_value(value).expect("results serialize")
 }
 
-/// Run one action; the result's JSON body.
-pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Value> {
+/// The grant an action needs on its collection (DESIGN.md, "Security"); `None`: any
+/// valid caller (`health`, and `list_collections`, which lists only what the caller
+/// may read).
+pub(crate) fn level(action: &str) -> Option<Level> {
+    Some(match action {
+        "health" | "list_collections" => return None,
+        "list_items" | "item_info" | "get_metadata" | "list_versions" | "list_snapshots"
+        | "missing_intervals" | "changes_since" => Level::Read,
+        "update_metadata" | "create_snapshot" | "delete_snapshot" | "delete_range"
+        | "delete_item" | "compact" => Level::Write,
+        // create_collection, delete_collection, vacuum, and anything new: the most.
+        _ => Level::Admin,
+    })
+}
+
+/// Run one action for a caller with `access`; the result's JSON body.
+pub(crate) async fn run(
+    engine: &Engine,
+    access: &Access,
+    action: &str,
+    body: &[u8],
+) -> Result<Value> {
+    // The collection the body names, checked against the action's level before any
+    // engine call.
+    let allowed = |c: &CollectionName| -> Result<()> {
+        match level(action) {
+            Some(level) => Ok(access.check(c.as_str(), level)?),
+            None => Ok(()),
+        }
+    };
     // An empty body is the empty JSON object.
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -115,11 +144,14 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
         }
         "list_collections" => {
             let _: proto::Empty = decode(&what, body)?;
-            to_json(engine.list_collections().await?)
+            let mut names = engine.list_collections().await?;
+            names.retain(|c| access.allows(c, Level::Read));
+            to_json(names)
         }
         "create_collection" | "delete_collection" | "list_snapshots" => {
             let r: proto::CollectionRequest = decode(&what, body)?;
             let c = collection(&r.collection)?;
+            allowed(&c)?;
             match action {
                 "create_collection" => {
                     engine.create_collection(&c).await?;
@@ -139,18 +171,17 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
                 .as_deref()
                 .map(|m| object(m, "metadata"))
                 .transpose()?;
+            let c = collection(&r.collection)?;
+            allowed(&c)?;
             let items = engine
-                .list_items(
-                    &collection(&r.collection)?,
-                    r.prefix.as_deref(),
-                    metadata.as_ref(),
-                )
+                .list_items(&c, r.prefix.as_deref(), metadata.as_ref())
                 .await?;
             to_json(items)
         }
         "item_info" | "delete_item" | "get_metadata" | "list_versions" | "compact" => {
             let r: proto::ItemRequest = decode(&what, body)?;
             let (c, i) = (collection(&r.collection)?, item(&r.item)?);
+            allowed(&c)?;
             match action {
                 "item_info" => {
                     let info = engine.item_info(&c, &i, &At::Latest).await?;
@@ -176,6 +207,7 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
         "delete_range" => {
             let r: proto::DeleteRangeRequest = decode(&what, body)?;
             let (c, i) = (collection(&r.collection)?, item(&r.item)?);
+            allowed(&c)?;
             let start = required_time(r.start.as_ref(), "start")?;
             let end = required_time(r.end.as_ref(), "end")?;
             let receipt = engine.delete_range(&c, &i, start, end).await?;
@@ -184,12 +216,14 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
         "update_metadata" => {
             let r: proto::UpdateMetadataRequest = decode(&what, body)?;
             let (c, i) = (collection(&r.collection)?, item(&r.item)?);
+            allowed(&c)?;
             let patch = object(&r.metadata, "metadata")?;
             Value::Object(engine.update_metadata(&c, &i, &patch).await?)
         }
         "create_snapshot" | "delete_snapshot" => {
             let r: proto::SnapshotRequest = decode(&what, body)?;
             let c = collection(&r.collection)?;
+            allowed(&c)?;
             let s = SnapshotName::new(&r.snapshot)?;
             if action == "create_snapshot" {
                 to_json(engine.create_snapshot(&c, &s).await?)
@@ -208,11 +242,16 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
                     message: "vacuum of an item needs its collection".into(),
                 });
             }
+            match &c {
+                Some(c) => allowed(c)?,
+                None => access.check_all(Level::Admin)?,
+            }
             to_json(engine.vacuum(c.as_ref(), i.as_ref()).await?)
         }
         "missing_intervals" => {
             let r: proto::MissingIntervalsRequest = decode(&what, body)?;
             let (c, i) = (collection(&r.collection)?, item(&r.item)?);
+            allowed(&c)?;
             let start = required_time(r.start.as_ref(), "start")?;
             let end = required_time(r.end.as_ref(), "end")?;
             let freq = Period::parse(&r.freq)?;
@@ -224,6 +263,7 @@ pub(crate) async fn run(engine: &Engine, action: &str, body: &[u8]) -> Result<Va
         "changes_since" => {
             let r: proto::ChangesSinceRequest = decode(&what, body)?;
             let c = collection(&r.collection)?;
+            allowed(&c)?;
             let since = required_time(r.since.as_ref(), "since")?;
             to_json(engine.changes_since(&c, since).await?)
         }

@@ -17,6 +17,7 @@ use tracing::info;
 use super::error::{Error, Result};
 use super::request::{self, decode};
 use super::FlightStore;
+use crate::auth::{Access, Level};
 use crate::storage;
 
 /// The transport status an upload stream failed with, kept beside the engine's error
@@ -29,6 +30,24 @@ pub(super) struct Upload {
     schema: SchemaRef,
     batches: BoxStream<'static, storage::Result<RecordBatch>>,
     failure: TransportFailure,
+    /// The `x-flightstore-write-id` header: the write's id where the descriptor cannot
+    /// carry one (a path, Flight SQL ingest).
+    write_id: Option<String>,
+}
+
+/// The header that gives a write its id when the descriptor cannot.
+pub const WRITE_ID_HEADER: &str = "x-flightstore-write-id";
+
+/// The write id of a call's headers.
+fn write_id_header(metadata: &tonic::metadata::MetadataMap) -> Result<Option<String>> {
+    let Some(value) = metadata.get(WRITE_ID_HEADER) else {
+        return Ok(None);
+    };
+    let id = value.to_str().map_err(|_| Error::BadSetting {
+        field: WRITE_ID_HEADER,
+        message: "must be visible ASCII".into(),
+    })?;
+    Ok(Some(id.to_string()))
 }
 
 async fn open_upload(mut input: Streaming<FlightData>) -> Result<Upload> {
@@ -62,6 +81,7 @@ async fn open_upload(mut input: Streaming<FlightData>) -> Result<Upload> {
                 schema: Arc::new(arrow::datatypes::Schema::empty()),
                 batches: stream::empty().boxed(),
                 failure: TransportFailure::default(),
+                write_id: None,
             })
         }
         None => return Err(bad("no schema")),
@@ -91,6 +111,7 @@ async fn open_upload(mut input: Streaming<FlightData>) -> Result<Upload> {
         schema,
         batches,
         failure,
+        write_id: None,
     })
 }
 
@@ -108,8 +129,11 @@ impl Upload {
         engine: &storage::Engine,
         c: &storage::CollectionName,
         i: &storage::ItemName,
-        opts: storage::WriteOptions,
+        mut opts: storage::WriteOptions,
     ) -> Result<storage::WriteReceipt> {
+        if opts.write_id.is_none() {
+            opts.write_id = self.write_id.clone();
+        }
         self.run(|schema, batches| engine.write(c, i, opts, schema, batches))
             .await
     }
@@ -137,12 +161,18 @@ impl Upload {
 impl FlightStore {
     /// Write an upload; the `PutResult` carries the receipt (DESIGN.md, "Wire contract").
     /// A Flight SQL command (update, ingest, parameters) goes to Flight SQL.
-    pub(super) async fn put(&self, input: Streaming<FlightData>) -> Result<PutResult> {
-        let upload = open_upload(input).await?;
+    pub(super) async fn put(
+        &self,
+        access: &Access,
+        request: tonic::Request<Streaming<FlightData>>,
+    ) -> Result<PutResult> {
+        let header_id = write_id_header(request.metadata())?;
+        let mut upload = open_upload(request.into_inner()).await?;
+        upload.write_id = header_id;
         let d = &upload.descriptor;
         if d.r#type() == DescriptorType::Cmd {
             if let Some(any) = super::sql::command(&d.cmd) {
-                let body = self.sql.put(any, upload).await?;
+                let body = self.sql.put(access, any, upload).await?;
                 return Ok(PutResult { app_metadata: body });
             }
         }
@@ -152,20 +182,26 @@ impl FlightStore {
                 (c, i, Default::default())
             }
             DescriptorType::Cmd => {
-                let req: proto::WriteRequest = decode("WriteRequest", &d.cmd)?;
+                let mut req: proto::WriteRequest = decode("WriteRequest", &d.cmd)?;
+                if req.write_id.is_none() {
+                    req.write_id = upload.write_id.take();
+                }
                 if let Some(column) = &req.item_column {
+                    access.check(&req.collection, Level::Write)?;
                     return self.put_batch(&req, column, upload).await;
                 }
                 request::write_options(&req)?
             }
             DescriptorType::Unknown => return Err(Error::UntypedDescriptor { call: "DoPut" }),
         };
+        access.check(c.as_str(), Level::Write)?;
         let receipt = upload.write(&self.engine, &c, &i, opts).await?;
         info!(collection = %c, item = %i, version = receipt.version, rows = receipt.rows_received, "put");
         let body = proto::PutReceipt {
             version: receipt.version,
             rows_received: receipt.rows_received,
             rows_written: receipt.rows_written,
+            duplicate: receipt.duplicate.then_some(true),
         };
         Ok(PutResult {
             app_metadata: flightstore_client::encode_json(&body).into(),

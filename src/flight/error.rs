@@ -8,7 +8,7 @@ use arrow::error::ArrowError;
 use tonic::{Code, Status};
 use tracing::{info, warn};
 
-use crate::{sql, storage};
+use crate::{auth, sql, storage};
 
 /// Longest message a status carries (a schema mismatch of a wide table can be long).
 pub const MAX_STATUS_MESSAGE_BYTES: usize = 4096;
@@ -114,6 +114,23 @@ pub enum Error {
     #[error("upload failed: {}", .0.message())]
     Transport(Box<Status>),
 
+    /// A limit of the server is reached.
+    #[error("the server is serving its limit of {what} at once ({flag}): retry later")]
+    TooMany {
+        /// What is limited.
+        what: &'static str,
+        /// The flag that sets the limit.
+        flag: &'static str,
+    },
+
+    /// A call its caller may not make.
+    #[error(transparent)]
+    Denied(#[from] Box<auth::Denied>),
+
+    /// A call without valid credentials.
+    #[error(transparent)]
+    Unauthenticated(#[from] auth::Unauthenticated),
+
     /// A call Flightstore does not serve.
     #[error("{call} is not supported: {hint}")]
     Unimplemented {
@@ -158,6 +175,9 @@ impl Error {
             | Self::UnknownAction { .. }
             | Self::UnknownSqlCommand { .. } => Code::InvalidArgument,
             Self::Transport(status) => status.code(),
+            Self::Denied(_) => Code::PermissionDenied,
+            Self::TooMany { .. } => Code::ResourceExhausted,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::Unimplemented { .. } | Self::UnsupportedSqlCommand { .. } => Code::Unimplemented,
             Self::Encode { .. } => Code::Internal,
         }
@@ -197,6 +217,7 @@ fn sql_code(e: &sql::Error) -> Code {
     use sql::Error as E;
     match e {
         E::Storage(e) => storage_code(e),
+        E::Denied(_) => Code::PermissionDenied,
         E::Invalid(_) | E::Unqualified { .. } | E::Unsupported { .. } => Code::InvalidArgument,
         E::ResourcesExhausted(_) => Code::ResourceExhausted,
         E::Internal(_) => Code::Internal,

@@ -1,16 +1,19 @@
 //! `Handshake`: JDBC, ADBC and Grafana log in through it and expect an
 //! `authorization: Bearer <token>` header back.
 //!
-//! With no authentication configured, any caller is accepted with any or no credentials:
-//! a Bearer token presented is echoed, anyone else gets a fresh token (which later calls
-//! may carry; it is not checked). Basic credentials decode with or without base64
-//! padding (Java pads, Go does not).
+//! With authentication, Basic credentials log a user in (a session token comes back) and
+//! a valid Bearer token is echoed; anything else is `UNAUTHENTICATED`. Without, any
+//! caller is accepted with any or no credentials: a Bearer token presented is echoed,
+//! anyone else gets a fresh token (which later calls may carry; it is not checked).
+//! Basic credentials decode with or without base64 padding (Java pads, Go does not).
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, Engine as _};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
+
+use crate::auth::{Authenticator, Unauthenticated};
 
 /// Standard base64 that accepts input with or without padding.
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -20,17 +23,22 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
 
 /// Credentials a caller presented.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Credentials {
+pub enum Credentials {
     /// None.
     Anonymous,
     /// `Basic user:password`.
-    Basic { user: String, password: String },
+    Basic {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
     /// `Bearer <token>`.
     Bearer(String),
 }
 
 /// The credentials of an `authorization` header value.
-pub(crate) fn credentials(header: Option<&str>) -> Result<Credentials, Status> {
+pub fn credentials(header: Option<&str>) -> Result<Credentials, Status> {
     let Some(value) = header else {
         return Ok(Credentials::Anonymous);
     };
@@ -60,13 +68,28 @@ pub(crate) fn credentials(header: Option<&str>) -> Result<Credentials, Status> {
 }
 
 /// The token a handshake answers with.
-pub(crate) fn token(metadata: &MetadataMap) -> String {
-    // No authentication is configured: whatever the credentials, even malformed ones,
-    // the caller is accepted; a Bearer token presented is echoed.
+pub(crate) async fn token(
+    auth: Option<&Authenticator>,
+    metadata: &MetadataMap,
+) -> Result<String, Status> {
     let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-    match credentials(header) {
-        Ok(Credentials::Bearer(token)) => token,
-        _ => uuid::Uuid::new_v4().simple().to_string(),
+    let Some(auth) = auth else {
+        // No authentication is configured: whatever the credentials, even malformed
+        // ones, the caller is accepted; a Bearer token presented is echoed.
+        return Ok(match credentials(header) {
+            Ok(Credentials::Bearer(token)) => token,
+            _ => uuid::Uuid::new_v4().simple().to_string(),
+        });
+    };
+    let refused = |e: Unauthenticated| Status::unauthenticated(e.0);
+    match credentials(header)? {
+        Credentials::Basic { user, password } => {
+            auth.login(&user, &password).await.map_err(refused)
+        }
+        Credentials::Bearer(token) => auth.bearer(&token).map(|_| token).map_err(refused),
+        Credentials::Anonymous => Err(Status::unauthenticated(
+            "log in with Basic credentials (user and password) or present a Bearer token",
+        )),
     }
 }
 
@@ -91,13 +114,13 @@ mod tests {
         assert_eq!(credentials(None).unwrap(), Credentials::Anonymous);
     }
 
-    #[test]
-    fn any_credentials_get_a_token_when_no_authentication_is_configured() {
+    #[tokio::test]
+    async fn any_credentials_get_a_token_when_no_authentication_is_configured() {
         let mut metadata = MetadataMap::new();
         metadata.insert("authorization", "Basic !!!".parse().unwrap());
-        assert!(!token(&metadata).is_empty());
+        assert!(!token(None, &metadata).await.unwrap().is_empty());
         metadata.insert("authorization", "Bearer abc".parse().unwrap());
-        assert_eq!(token(&metadata), "abc");
-        assert!(!token(&MetadataMap::new()).is_empty());
+        assert_eq!(token(None, &metadata).await.unwrap(), "abc");
+        assert!(!token(None, &MetadataMap::new()).await.unwrap().is_empty());
     }
 }

@@ -24,6 +24,9 @@ mod sql;
 mod zero_copy;
 
 use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -35,11 +38,14 @@ use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
+use crate::auth::{Access, Authenticator};
 use crate::sql::{Sql, SqlOptions};
 use crate::storage::Engine;
 
 pub use actions::ACTIONS;
+pub use do_put::WRITE_ID_HEADER;
 pub use error::{Error, Result, MAX_STATUS_MESSAGE_BYTES};
+pub use handshake::{credentials, Credentials};
 pub use zero_copy::{ZeroCopyDoGet, ZeroCopyLayer};
 
 /// Target size of a `FlightData` message the server sends: larger batches are split,
@@ -47,6 +53,8 @@ pub use zero_copy::{ZeroCopyDoGet, ZeroCopyLayer};
 pub const MAX_FLIGHT_DATA_BYTES: usize = 2 << 20;
 /// Largest message either side accepts (uploads may carry big batches).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Default of [`FlightStore::with_max_puts`].
+pub const MAX_PUTS: usize = 64;
 /// A read over more rows than this is split into several endpoints (at file bounds).
 pub const ENDPOINT_ROWS: u64 = 2 << 20;
 
@@ -58,6 +66,10 @@ pub struct FlightStore {
     engine: Engine,
     endpoint_rows: u64,
     sql: sql::FlightSql,
+    /// Checks `Handshake` logins; `None`: no authentication (anyone may do anything).
+    auth: Option<Authenticator>,
+    /// Uploads at once.
+    puts: Arc<Semaphore>,
 }
 
 impl FlightStore {
@@ -68,7 +80,24 @@ impl FlightStore {
             engine,
             endpoint_rows: ENDPOINT_ROWS,
             sql,
+            auth: None,
+            puts: Arc::new(Semaphore::new(MAX_PUTS)),
         })
+    }
+
+    /// Serve at most `n` uploads (`DoPut`) at once; more are refused with
+    /// `RESOURCE_EXHAUSTED`.
+    pub fn with_max_puts(mut self, n: usize) -> Self {
+        self.puts = Arc::new(Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// Log users in (`Handshake`) with `auth`. Every other call is authenticated before
+    /// it reaches the service (the server's auth layer puts its [`Access`] in the
+    /// request's extensions).
+    pub fn with_auth(mut self, auth: Option<Authenticator>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Split reads into endpoints of about `rows` rows (at file bounds).
@@ -76,6 +105,14 @@ impl FlightStore {
         self.endpoint_rows = rows.max(1);
         self
     }
+}
+
+/// The access of an authenticated call. A call that did not pass the server's auth layer
+/// has none and is refused: the check fails closed.
+pub(crate) fn access(extensions: &http::Extensions) -> std::result::Result<Access, Status> {
+    extensions.get::<Access>().cloned().ok_or_else(|| {
+        Status::unauthenticated("the call was not authenticated (no auth layer in front)")
+    })
 }
 
 /// The status of a call Flightstore does not serve.
@@ -102,7 +139,7 @@ impl FlightService for FlightStore {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
-        let token = handshake::token(request.metadata());
+        let token = handshake::token(self.auth.as_ref(), request.metadata()).await?;
         let mut response = Response::new(once(HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),
@@ -119,7 +156,8 @@ impl FlightService for FlightStore {
         &self,
         request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
-        let infos = self.list(&request.into_inner().expression).await?;
+        let access = access(request.extensions())?;
+        let infos = self.list(&access, &request.into_inner().expression).await?;
         Ok(Response::new(
             stream::iter(infos.into_iter().map(Ok)).boxed(),
         ))
@@ -130,14 +168,18 @@ impl FlightService for FlightStore {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(self.flight_info(request.into_inner()).await?))
+        let access = access(request.extensions())?;
+        Ok(Response::new(
+            self.flight_info(&access, request.into_inner()).await?,
+        ))
     }
 
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<PollInfo>, Status> {
-        let info = self.flight_info(request.into_inner()).await?;
+        let access = access(request.extensions())?;
+        let info = self.flight_info(&access, request.into_inner()).await?;
         Ok(Response::new(PollInfo::new().with_info(info)))
     }
 
@@ -146,7 +188,10 @@ impl FlightService for FlightStore {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
-        Ok(Response::new(self.schema(request.into_inner()).await?))
+        let access = access(request.extensions())?;
+        Ok(Response::new(
+            self.schema(&access, request.into_inner()).await?,
+        ))
     }
 
     #[instrument(skip_all)]
@@ -154,7 +199,10 @@ impl FlightService for FlightStore {
         &self,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
-        Ok(Response::new(self.get(request.into_inner()).await?))
+        let access = access(request.extensions())?;
+        Ok(Response::new(
+            self.get(&access, request.into_inner()).await?,
+        ))
     }
 
     #[instrument(skip_all)]
@@ -162,7 +210,15 @@ impl FlightService for FlightStore {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
-        let result = self.put(request.into_inner()).await?;
+        let access = access(request.extensions())?;
+        let Ok(_slot) = self.puts.try_acquire() else {
+            return Err(Error::TooMany {
+                what: "uploads (DoPut)",
+                flag: "--max-puts",
+            }
+            .into());
+        };
+        let result = self.put(&access, request).await?;
         Ok(Response::new(once(result)))
     }
 
@@ -171,16 +227,20 @@ impl FlightService for FlightStore {
         &self,
         request: Request<Action>,
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
+        let access = access(request.extensions())?;
         let action = request.into_inner();
         tracing::Span::current().record("action", action.r#type.as_str());
         if sql::ACTIONS.contains(&action.r#type.as_str()) {
-            let bodies = self.sql.action(&action.r#type, &action.body).await?;
+            let bodies = self
+                .sql
+                .action(&access, &action.r#type, &action.body)
+                .await?;
             let results = bodies
                 .into_iter()
                 .map(|body| Ok(arrow_flight::Result { body }));
             return Ok(Response::new(stream::iter(results).boxed()));
         }
-        let body = actions::run(&self.engine, &action.r#type, &action.body).await?;
+        let body = actions::run(&self.engine, &access, &action.r#type, &action.body).await?;
         Ok(Response::new(once(arrow_flight::Result {
             body: body.to_string().into(),
         })))
@@ -188,8 +248,9 @@ impl FlightService for FlightStore {
 
     async fn list_actions(
         &self,
-        _request: Request<Empty>,
+        request: Request<Empty>,
     ) -> std::result::Result<Response<Self::ListActionsStream>, Status> {
+        access(request.extensions())?;
         let types = ACTIONS.iter().map(|(name, body, description)| {
             Ok(ActionType {
                 r#type: name.to_string(),
@@ -208,8 +269,9 @@ impl FlightService for FlightStore {
 
     async fn do_exchange(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
+        access(request.extensions())?;
         Err(unimplemented("DoExchange", "use DoPut and DoGet"))
     }
 }

@@ -22,6 +22,7 @@ use tracing::debug;
 use super::error::{Error, Result};
 use super::request::{self, decode};
 use super::{FlightStore, RpcStream, MAX_FLIGHT_DATA_BYTES};
+use crate::auth::{Access, Level};
 use crate::sql::SqlFilter;
 use crate::storage::{self, At, CollectionName, Grid, ItemInfo, ItemName, ReadPlan};
 use request::Target;
@@ -99,8 +100,9 @@ impl FlightStore {
 
     /// Plan a read: each item pinned to one version, its filter compiled against the
     /// item's schema at that version.
-    async fn plan(&self, req: &proto::ReadRequest) -> Result<Read> {
+    async fn plan(&self, access: &Access, req: &proto::ReadRequest) -> Result<Read> {
         let (c, target, options) = request::read_options(req)?;
+        access.check(c.as_str(), Level::Read)?;
         let grid = request::grid(req)?;
         match target {
             Target::One(i) => {
@@ -160,12 +162,16 @@ impl FlightStore {
     /// `GetFlightInfo`: schema, estimates, and endpoints whose tickets are pinned to the
     /// versions planned (a read over several endpoints is consistent). A plain read has
     /// one endpoint per split; a grid or multi-item read has one.
-    pub(super) async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo> {
+    pub(super) async fn flight_info(
+        &self,
+        access: &Access,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo> {
         if let Some(any) = Self::sql_command(&descriptor) {
-            return self.sql.flight_info(any, descriptor).await;
+            return self.sql.flight_info(access, any, descriptor).await;
         }
         let req = Self::read_request(&descriptor, "GetFlightInfo")?;
-        let read = self.plan(&req).await?;
+        let read = self.plan(access, &req).await?;
         let filter = request::filter(&req);
         let info = FlightInfo::new()
             .try_with_schema(read.schema().as_ref())
@@ -227,12 +233,16 @@ impl FlightStore {
     }
 
     /// `GetSchema`: the schema a read returns (after projection).
-    pub(super) async fn schema(&self, descriptor: FlightDescriptor) -> Result<SchemaResult> {
+    pub(super) async fn schema(
+        &self,
+        access: &Access,
+        descriptor: FlightDescriptor,
+    ) -> Result<SchemaResult> {
         let schema = match Self::sql_command(&descriptor) {
-            Some(any) => self.sql.schema(any).await?,
+            Some(any) => self.sql.schema(access, any).await?,
             None => {
                 let req = Self::read_request(&descriptor, "GetSchema")?;
-                self.plan(&req).await?.schema()
+                self.plan(access, &req).await?.schema()
             }
         };
         SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
@@ -245,15 +255,19 @@ impl FlightStore {
 
     /// `DoGet`: a server-issued ticket or a client's own `ReadRequest`, streamed in key
     /// order. A failure part way is a status at the end of the stream, never a short one.
-    pub(super) async fn get(&self, ticket: Ticket) -> Result<RpcStream<arrow_flight::FlightData>> {
-        let reading = self.read_batches(ticket).await?;
+    pub(super) async fn get(
+        &self,
+        access: &Access,
+        ticket: Ticket,
+    ) -> Result<RpcStream<arrow_flight::FlightData>> {
+        let reading = self.read_batches(access, ticket).await?;
         Ok(encode_frames(reading.schema, reading.batches))
     }
 
     /// The batches a ticket reads, in key order; a failure part way is an error item.
-    pub(super) async fn read_batches(&self, ticket: Ticket) -> Result<Reading> {
+    pub(super) async fn read_batches(&self, access: &Access, ticket: Ticket) -> Result<Reading> {
         if let Some(any) = super::sql::command(&ticket.ticket) {
-            let (schema, batches) = self.sql.get(any).await?;
+            let (schema, batches) = self.sql.get(access, any).await?;
             return Ok(Reading {
                 schema,
                 batches,
@@ -262,7 +276,7 @@ impl FlightStore {
         }
         let req: proto::ReadRequest = decode("ticket (ReadRequest)", &ticket.ticket)?;
         let mut fixed_dictionaries = false;
-        let out = match self.plan(&req).await? {
+        let out = match self.plan(access, &req).await? {
             Read::One(plan) => {
                 debug!(collection = %plan.collection(), item = %plan.item(), version = plan.version(), "do_get");
                 self.engine.execute(&plan, &plan.whole()).await?
@@ -285,8 +299,9 @@ impl FlightStore {
         })
     }
 
-    /// `ListFlights`: every live item of the collections the criteria select.
-    pub(super) async fn list(&self, criteria: &[u8]) -> Result<Vec<FlightInfo>> {
+    /// `ListFlights`: every live item of the collections the criteria select (of those
+    /// the caller may read).
+    pub(super) async fn list(&self, access: &Access, criteria: &[u8]) -> Result<Vec<FlightInfo>> {
         let criteria: proto::ListCriteria = if criteria.iter().all(u8::is_ascii_whitespace) {
             proto::ListCriteria::default()
         } else {
@@ -298,12 +313,17 @@ impl FlightStore {
             .map(|m| request::object(m, "metadata"))
             .transpose()?;
         let collections = match &criteria.collection {
-            Some(c) => vec![request::collection(c)?],
+            Some(c) => {
+                let c = request::collection(c)?;
+                access.check(c.as_str(), Level::Read)?;
+                vec![c]
+            }
             None => self
                 .engine
                 .list_collections()
                 .await?
                 .iter()
+                .filter(|c| access.allows(c, Level::Read))
                 .map(|c| request::collection(c))
                 .collect::<Result<_>>()?,
         };

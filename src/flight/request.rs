@@ -265,6 +265,7 @@ pub(crate) fn write_settings(req: &proto::WriteRequest) -> Result<WriteOptions> 
         preset: req.preset.as_deref().map(Preset::parse).transpose()?,
         rename: (!req.rename.is_empty()).then(|| req.rename.clone().into_iter().collect()),
         drop: (!req.drop.is_empty()).then(|| req.drop.clone()),
+        write_id: req.write_id.clone(),
     };
     Ok(options)
 }

@@ -110,11 +110,15 @@ where
 impl FlightStore {
     /// Answer one `DoGet` request.
     async fn do_get_http(&self, req: http::Request<Body>) -> http::Response<Body> {
+        let access = match super::access(req.extensions()) {
+            Ok(access) => access,
+            Err(status) => return status.into_http(),
+        };
         let ticket = match read_ticket(req.into_body()).await {
             Ok(t) => t,
             Err(status) => return status.into_http(),
         };
-        let reading = match self.read_batches(ticket).await {
+        let reading = match self.read_batches(&access, ticket).await {
             Ok(read) => read,
             Err(e) => return Status::from(e).into_http(),
         };

@@ -24,6 +24,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::error::{Error, Result};
 use super::table::ItemTable;
+use crate::auth::{Access, Level};
 use crate::storage::{self, At, CollectionName, Engine, ItemName, ReadOptions, SnapshotName};
 
 /// Versions of the items a query reads: (collection, item) -> version.
@@ -64,6 +65,7 @@ impl QueryTables {
     /// for the others).
     pub(crate) async fn resolve(
         engine: &Engine,
+        access: &Access,
         statement: &Statement,
         references: Vec<TableReference>,
         pins: &Pins,
@@ -72,6 +74,7 @@ impl QueryTables {
         let calls = travel_calls(statement)?;
         for key in calls {
             let (c, i) = names(&key.collection, &key.item)?;
+            access.check(c.as_str(), Level::Read)?;
             let at = match &key.at {
                 TravelAt::Version(v) => At::Version(*v),
                 TravelAt::Snapshot(s) => At::Snapshot(SnapshotName::new(s.as_str())?),
@@ -83,7 +86,7 @@ impl QueryTables {
             match &reference {
                 TableReference::Bare { table } => return Err(unqualified(engine, table).await),
                 TableReference::Partial { schema, table } => {
-                    out.add(engine, schema, table, pins).await?;
+                    out.add(engine, access, schema, table, pins).await?;
                 }
                 TableReference::Full {
                     catalog,
@@ -96,7 +99,7 @@ impl QueryTables {
                         }
                         .into());
                     }
-                    out.add(engine, schema, table, pins).await?;
+                    out.add(engine, access, schema, table, pins).await?;
                 }
             }
         }
@@ -106,11 +109,13 @@ impl QueryTables {
     async fn add(
         &mut self,
         engine: &Engine,
+        access: &Access,
         collection: &str,
         item: &str,
         pins: &Pins,
     ) -> Result<()> {
         let (c, i) = names(collection, item)?;
+        access.check(c.as_str(), Level::Read)?;
         let key = (collection.to_string(), item.to_string());
         let at = pins.get(&key).map_or(At::Latest, |v| At::Version(*v));
         let table = load(engine, &c, &i, at).await?;

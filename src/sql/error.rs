@@ -4,6 +4,7 @@
 
 use datafusion::error::DataFusionError;
 
+use crate::auth;
 use crate::storage;
 
 /// A result of the SQL layer.
@@ -36,6 +37,10 @@ pub enum Error {
         /// Where it is, or how to name it.
         hint: String,
     },
+
+    /// A table the caller may not read, or write to.
+    #[error(transparent)]
+    Denied(#[from] Box<auth::Denied>),
 
     /// A statement or clause Flightstore does not run.
     #[error("{what} is not supported: {hint}")]

@@ -50,6 +50,7 @@ pub use scan::count_schema;
 
 use catalog::QueryTables;
 
+use crate::auth::{Access, Level};
 use crate::storage::Engine;
 
 /// Default memory all queries together may hold before they spill or fail.
@@ -186,7 +187,16 @@ impl Sql {
 
     /// Plan `sql` with `params` bound to `$1`, `$2`, ... (or `?`, in order), reading the
     /// items in `pins` at those versions and the others at their latest.
-    pub async fn plan(&self, sql: &str, params: Vec<ScalarValue>, pins: &Pins) -> Result<Planned> {
+    ///
+    /// Every table it names must be readable by `access`, the target of an INSERT or
+    /// DELETE writable: [`Error::Denied`] otherwise, before anything is read.
+    pub async fn plan(
+        &self,
+        access: &Access,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        pins: &Pins,
+    ) -> Result<Planned> {
         let dialect = self.state.config().options().sql_parser.dialect;
         let mut statement = self.state.sql_to_statement(sql, &dialect)?;
         let kind = kind(&statement)?;
@@ -201,7 +211,8 @@ impl Sql {
             .into_iter()
             .filter(|r| !(matches!(r, TableReference::Bare { .. }) && is_function(r.table())))
             .collect();
-        let tables = QueryTables::resolve(&self.engine, &statement, references, pins).await?;
+        let tables =
+            QueryTables::resolve(&self.engine, access, &statement, references, pins).await?;
         let pins = tables.pins();
         let tables = Arc::new(tables);
         // A catalog list of this query's own: a clone of the state shares the list.
@@ -214,6 +225,10 @@ impl Sql {
             ctx.register_udtf(name, function);
         }
         let plan = ctx.state().statement_to_plan(statement).await?;
+        if let LogicalPlan::Dml(dml) = &plan {
+            let collection = dml.table_name.schema().unwrap_or_default();
+            access.check(collection, Level::Write)?;
+        }
         let plan = if params.is_empty() {
             plan
         } else {

@@ -56,6 +56,7 @@ mod read;
 mod rules;
 mod schema;
 mod task;
+pub(crate) use task::SpawnedTask;
 mod wal;
 mod write;
 
@@ -70,7 +71,9 @@ pub use catalog::{merge_metadata, Change, ItemInfo, SnapshotInfo, VersionInfo};
 pub use compact::{CompactReceipt, VacuumReceipt};
 pub use error::{Error, Result};
 pub use key::{key_scale, system_clock, Clock, KeyRange, Period, SystemClock};
-pub use manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution, Settings};
+pub use manifest::{
+    FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution, Settings, WriteRecord,
+};
 pub use names::{CollectionName, ItemName, SnapshotName};
 pub use read::{
     many_schema, At, Fill, Grid, ReadOptions, ReadPlan, ReadSplit, ReadStream, RowFilter,
@@ -79,6 +82,7 @@ pub use read::{
 pub use rules::{CheckCompiler, Preset, Validation};
 pub use write::{
     BatchReceipt, ItemReceipt, WriteMode, WriteOptions, WriteReceipt, MAX_BATCH_ITEMS,
+    MAX_WRITE_ID_BYTES,
 };
 
 use compact::Compactor;

@@ -118,6 +118,7 @@ fn write_requests_round_trip_through_json() {
         rename: [("quoteVolume".to_string(), "quote_volume".to_string())].into(),
         drop: vec!["weightedAverage".into()],
         item_column: Some("symbol".into()),
+        write_id: Some("batch-2024-01-02#7".into()),
     };
     let json = encode_json(&req);
     let text = String::from_utf8_lossy(&json);

@@ -16,6 +16,7 @@ use futures::stream::{self, StreamExt};
 use prost::Message;
 
 use super::{Batches, FlightSql};
+use crate::auth::{Access, Level};
 use crate::flight::error::{Error, Result};
 use crate::flight::request;
 use crate::sql::CATALOG;
@@ -43,7 +44,11 @@ pub(super) fn info(command: Command) -> Result<(SchemaRef, Bytes)> {
 }
 
 /// The batches of a catalog ticket.
-pub(super) async fn get(service: &FlightSql, command: Command) -> Result<(SchemaRef, Batches)> {
+pub(super) async fn get(
+    service: &FlightSql,
+    access: &Access,
+    command: Command,
+) -> Result<(SchemaRef, Batches)> {
     let encode = |e: arrow_flight::error::FlightError| Error::Encode {
         what: "a catalog result",
         source: arrow::error::ArrowError::ExternalError(Box::new(e)),
@@ -57,6 +62,9 @@ pub(super) async fn get(service: &FlightSql, command: Command) -> Result<(Schema
         Command::CommandGetDbSchemas(c) => {
             let mut b = c.into_builder();
             for collection in service.engine().list_collections().await? {
+                if !access.allows(&collection, Level::Read) {
+                    continue;
+                }
                 b.append(CATALOG, collection);
             }
             b.build().map_err(encode)?
@@ -71,7 +79,8 @@ pub(super) async fn get(service: &FlightSql, command: Command) -> Result<(Schema
             let mut b = c.into_builder();
             if catalog_ok && types_ok {
                 let engine = service.engine();
-                let collections = engine.list_collections().await?;
+                let mut collections = engine.list_collections().await?;
+                collections.retain(|c| access.allows(c, Level::Read));
                 for collection in matching(schema_pattern.as_deref(), collections)? {
                     let c = request::collection(&collection)?;
                     let items = engine.list_items(&c, None, None).await?;
@@ -103,7 +112,7 @@ pub(super) async fn get(service: &FlightSql, command: Command) -> Result<(Schema
         Command::CommandGetXdbcTypeInfo(c) => {
             c.into_builder(xdbc_info()).build().map_err(encode)?
         }
-        Command::CommandGetPrimaryKeys(c) => primary_keys(service, c).await?,
+        Command::CommandGetPrimaryKeys(c) => primary_keys(service, access, c).await?,
         Command::CommandGetImportedKeys(_)
         | Command::CommandGetExportedKeys(_)
         | Command::CommandGetCrossReference(_) => RecordBatch::new_empty(foreign_keys_schema()),
@@ -174,7 +183,11 @@ fn foreign_keys_schema() -> SchemaRef {
 }
 
 /// The key of an item that declares `dedup_on`: its ordering column, then the keys.
-async fn primary_keys(service: &FlightSql, c: CommandGetPrimaryKeys) -> Result<RecordBatch> {
+async fn primary_keys(
+    service: &FlightSql,
+    access: &Access,
+    c: CommandGetPrimaryKeys,
+) -> Result<RecordBatch> {
     let schema = primary_keys_schema();
     let (Some(collection), true) = (
         c.db_schema.as_deref(),
@@ -185,6 +198,10 @@ async fn primary_keys(service: &FlightSql, c: CommandGetPrimaryKeys) -> Result<R
     let (Ok(coll), Ok(item)) = (request::collection(collection), request::item(&c.table)) else {
         return Ok(RecordBatch::new_empty(schema));
     };
+    // Like the listings: what the caller may not read is not shown.
+    if !access.allows(coll.as_str(), Level::Read) {
+        return Ok(RecordBatch::new_empty(schema));
+    }
     let info = match service.engine().item_info(&coll, &item, &At::Latest).await {
         Ok(info) => info,
         Err(storage::Error::ItemNotFound { .. } | storage::Error::CollectionNotFound { .. }) => {

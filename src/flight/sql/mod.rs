@@ -37,6 +37,7 @@ use tonic::Status;
 use super::do_put::Upload;
 use super::error::{Error, Result};
 use super::request;
+use crate::auth::{Access, Level};
 use crate::sql::{self, Pins, Sql, CATALOG};
 use crate::storage::{Engine, WriteMode, WriteOptions};
 
@@ -87,6 +88,7 @@ impl FlightSql {
     /// `GetFlightInfo` (and `PollFlightInfo`) of a Flight SQL command.
     pub(crate) async fn flight_info(
         &self,
+        access: &Access,
         any: Any,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
@@ -94,12 +96,12 @@ impl FlightSql {
         let (schema, ticket) = match command {
             Command::CommandStatementQuery(q) => {
                 let handle = statements::Handle::new(q.query);
-                self.statement_info(handle, q.transaction_id.is_some())
+                self.statement_info(access, handle, q.transaction_id.is_some())
                     .await?
             }
             Command::CommandPreparedStatementQuery(q) => {
                 let handle = statements::Handle::decode(&q.prepared_statement_handle)?;
-                self.statement_info(handle, false).await?
+                self.statement_info(access, handle, false).await?
             }
             other => metadata::info(other)?,
         };
@@ -107,11 +109,11 @@ impl FlightSql {
     }
 
     /// `GetSchema` of a Flight SQL command.
-    pub(crate) async fn schema(&self, any: Any) -> Result<SchemaRef> {
+    pub(crate) async fn schema(&self, access: &Access, any: Any) -> Result<SchemaRef> {
         match decode_command(any)? {
             Command::CommandStatementQuery(q) => Ok(self
                 .sql
-                .plan(&q.query, Vec::new(), &Pins::new())
+                .plan(access, &q.query, Vec::new(), &Pins::new())
                 .await?
                 .schema()),
             Command::CommandPreparedStatementQuery(q) => {
@@ -119,7 +121,7 @@ impl FlightSql {
                 let params = handle.params()?;
                 Ok(self
                     .sql
-                    .plan(&handle.sql, params, &Pins::new())
+                    .plan(access, &handle.sql, params, &Pins::new())
                     .await?
                     .schema())
             }
@@ -128,13 +130,13 @@ impl FlightSql {
     }
 
     /// `DoGet` of a Flight SQL ticket.
-    pub(crate) async fn get(&self, any: Any) -> Result<(SchemaRef, Batches)> {
+    pub(crate) async fn get(&self, access: &Access, any: Any) -> Result<(SchemaRef, Batches)> {
         match decode_command(any)? {
             Command::TicketStatementQuery(t) => {
                 let handle = statements::Handle::decode(&t.statement_handle)?;
-                self.run_handle(handle).await
+                self.run_handle(access, handle).await
             }
-            other => metadata::get(self, other).await,
+            other => metadata::get(self, access, other).await,
         }
     }
 }
@@ -150,7 +152,7 @@ fn decode_command(any: Any) -> Result<Command> {
 
 impl FlightSql {
     /// `DoPut` of a Flight SQL command: its `PutResult` body.
-    pub(crate) async fn put(&self, any: Any, upload: Upload) -> Result<Bytes> {
+    pub(crate) async fn put(&self, access: &Access, any: Any, upload: Upload) -> Result<Bytes> {
         let update = |count: i64| DoPutUpdateResult {
             record_count: count,
         };
@@ -159,7 +161,7 @@ impl FlightSql {
                 if c.transaction_id.is_some() {
                     return Err(statements::no_transactions());
                 }
-                update(self.update(&c.query, Vec::new()).await?)
+                update(self.update(access, &c.query, Vec::new()).await?)
                     .encode_to_vec()
                     .into()
             }
@@ -170,13 +172,13 @@ impl FlightSql {
                 .into(),
             Command::CommandPreparedStatementUpdate(c) => {
                 let count = self
-                    .prepared_update(&c.prepared_statement_handle, upload.batches())
+                    .prepared_update(access, &c.prepared_statement_handle, upload.batches())
                     .await?;
                 update(count).encode_to_vec().into()
             }
-            Command::CommandStatementIngest(c) => {
-                update(self.ingest(c, upload).await?).encode_to_vec().into()
-            }
+            Command::CommandStatementIngest(c) => update(self.ingest(access, c, upload).await?)
+                .encode_to_vec()
+                .into(),
             other => {
                 return Err(Error::UnsupportedSqlCommand {
                     command: other.type_url().to_string(),
@@ -189,7 +191,12 @@ impl FlightSql {
 
     /// `CommandStatementIngest` (ADBC `adbc_ingest`): the upload written to the item
     /// `table` of collection `schema`; the rows written.
-    async fn ingest(&self, c: CommandStatementIngest, upload: Upload) -> Result<i64> {
+    async fn ingest(
+        &self,
+        access: &Access,
+        c: CommandStatementIngest,
+        upload: Upload,
+    ) -> Result<i64> {
         let refuse = |what: &str| {
             Error::Sql(sql::Error::unsupported(
                 format!("ingest {what}"),
@@ -212,6 +219,7 @@ impl FlightSql {
             return Err(refuse("without a db schema (the collection)"));
         };
         let (coll, item) = (request::collection(collection)?, request::item(&c.table)?);
+        access.check(coll.as_str(), Level::Write)?;
         let options = c.table_definition_options.unwrap_or_default();
         let mode = match options.if_exists() {
             TableExistsOption::Fail => WriteMode::Create,
@@ -230,7 +238,12 @@ impl FlightSql {
     }
 
     /// `DoAction` of a Flight SQL action: its results' bodies.
-    pub(crate) async fn action(&self, kind: &str, body: &[u8]) -> Result<Vec<Bytes>> {
+    pub(crate) async fn action(
+        &self,
+        access: &Access,
+        kind: &str,
+        body: &[u8],
+    ) -> Result<Vec<Bytes>> {
         let any = || {
             Any::decode(body).map_err(|e| Error::BadSetting {
                 field: "action body",
@@ -246,7 +259,7 @@ impl FlightSql {
                     .ok_or_else(|| Error::UnknownSqlCommand {
                         type_url: "CreatePreparedStatement body".into(),
                     })?;
-                let result = self.create_prepared(request).await?;
+                let result = self.create_prepared(access, request).await?;
                 Ok(vec![result.as_any().encode_to_vec().into()])
             }
             // Handles are stateless: nothing to free.

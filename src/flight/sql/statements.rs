@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 
 use super::{Batches, FlightSql};
+use crate::auth::Access;
 use crate::flight::error::{Error, Result};
 use crate::sql::{self, count_schema, Pins, StatementKind};
 
@@ -178,6 +179,7 @@ impl FlightSql {
     /// down the query path and may never fetch the result).
     pub(super) async fn statement_info(
         &self,
+        access: &Access,
         mut handle: Handle,
         in_transaction: bool,
     ) -> Result<(SchemaRef, Bytes)> {
@@ -186,7 +188,7 @@ impl FlightSql {
         }
         let planned = self
             .sql
-            .plan(&handle.sql, handle.params()?, &Pins::new())
+            .plan(access, &handle.sql, handle.params()?, &Pins::new())
             .await?;
         let schema = planned.schema();
         if planned.kind() == StatementKind::Update {
@@ -214,14 +216,18 @@ impl FlightSql {
     }
 
     /// The batches of a statement ticket.
-    pub(super) async fn run_handle(&self, handle: Handle) -> Result<(SchemaRef, Batches)> {
+    pub(super) async fn run_handle(
+        &self,
+        access: &Access,
+        handle: Handle,
+    ) -> Result<(SchemaRef, Batches)> {
         if let Some(count) = handle.count {
             let batch = count_batch(count)?;
             return Ok((count_schema(), stream::once(async { Ok(batch) }).boxed()));
         }
         let planned = self
             .sql
-            .plan(&handle.sql, handle.params()?, &handle.pins())
+            .plan(access, &handle.sql, handle.params()?, &handle.pins())
             .await?;
         if planned.kind() == StatementKind::Update {
             return Err(sql::Error::unsupported(
@@ -241,8 +247,13 @@ impl FlightSql {
     }
 
     /// `CommandStatementUpdate`: run an INSERT or DELETE, the rows it changed.
-    pub(super) async fn update(&self, text: &str, params: Vec<ScalarValue>) -> Result<i64> {
-        let planned = self.sql.plan(text, params, &Pins::new()).await?;
+    pub(super) async fn update(
+        &self,
+        access: &Access,
+        text: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<i64> {
+        let planned = self.sql.plan(access, text, params, &Pins::new()).await?;
         if planned.kind() != StatementKind::Update {
             return Err(sql::Error::unsupported(
                 "a query sent as an update",
@@ -257,6 +268,7 @@ impl FlightSql {
     /// INSERT or DELETE: JDBC's signal of an update) and the parameter types.
     pub(super) async fn create_prepared(
         &self,
+        access: &Access,
         request: ActionCreatePreparedStatementRequest,
     ) -> Result<ActionCreatePreparedStatementResult> {
         if request.transaction_id.is_some() {
@@ -264,7 +276,7 @@ impl FlightSql {
         }
         let planned = self
             .sql
-            .plan(&request.query, Vec::new(), &Pins::new())
+            .plan(access, &request.query, Vec::new(), &Pins::new())
             .await?;
         let parameters = planned.parameter_schema()?;
         let dataset = match planned.kind() {
@@ -317,7 +329,12 @@ impl FlightSql {
 
     /// `DoPut(CommandPreparedStatementUpdate)`: run the statement once per parameter row
     /// (once with the handle's own parameters if none are sent), the rows changed.
-    pub(super) async fn prepared_update(&self, handle: &[u8], mut params: Batches) -> Result<i64> {
+    pub(super) async fn prepared_update(
+        &self,
+        access: &Access,
+        handle: &[u8],
+        mut params: Batches,
+    ) -> Result<i64> {
         let handle = Handle::decode(handle)?;
         let mut total = 0;
         let mut ran = false;
@@ -327,12 +344,12 @@ impl FlightSql {
             .map_err(|s| Error::Transport(Box::new(s)))?
         {
             for i in 0..batch.num_rows() {
-                total += self.update(&handle.sql, row(&batch, i)?).await?;
+                total += self.update(access, &handle.sql, row(&batch, i)?).await?;
                 ran = true;
             }
         }
         if !ran {
-            total += self.update(&handle.sql, handle.params()?).await?;
+            total += self.update(access, &handle.sql, handle.params()?).await?;
         }
         Ok(total)
     }

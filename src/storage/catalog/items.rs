@@ -97,6 +97,8 @@ impl Engine {
                 schema: None,
                 metadata: Map::new(),
                 files: Vec::new(),
+                // A retry of a write the item held before its deletion is still a retry.
+                write_ids: current.write_ids.clone(),
                 deltas: Vec::new(),
             };
             if let Some(m) = retry.commit(Some(&current), tombstone, &[]).await? {

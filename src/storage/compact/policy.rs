@@ -149,6 +149,7 @@ mod tests {
             schema: None,
             metadata: Default::default(),
             files,
+            write_ids: Vec::new(),
             deltas: Vec::new(),
         }
     }

@@ -135,6 +135,11 @@ impl Engine {
         next.format = MANIFEST_FORMAT;
         next.version = current.map_or(1, |m| m.version + 1);
         next.committed_at = self.now().max(current.map_or(i64::MIN, |m| m.committed_at));
+        // The record of this commit's own write_id is drafted with version 0.
+        if let Some(r) = next.write_ids.last_mut().filter(|r| r.version == 0) {
+            r.version = next.version;
+            r.committed_at = next.committed_at;
+        }
         let path = self.layout().manifest(c, i, next.version);
         if !put_json_if_absent(self.store().as_ref(), &path, &next).await? {
             debug!(collection = %c, item = %i, version = next.version, "commit lost a race");

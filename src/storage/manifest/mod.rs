@@ -188,6 +188,10 @@ pub struct Manifest {
     pub metadata: Map<String, Value>,
     /// Files in order of the ordering column; ranges do not overlap (they may touch).
     pub files: Vec<FileEntry>,
+    /// The receipts of recent writes that carried a `write_id` (idempotent writes),
+    /// oldest first; each stays at least the retention period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_ids: Vec<WriteRecord>,
     /// Log entries merged over `files` in version order: only in the manifests readers
     /// see, never stored.
     #[serde(skip)]
@@ -285,6 +289,37 @@ mod schema_serde {
     }
 }
 
+/// The receipt of a write that carried a `write_id`: a retry with the same id gets it
+/// back instead of writing again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRecord {
+    /// The client's id of the write.
+    pub id: String,
+    /// The version it committed.
+    pub version: u64,
+    /// Its commit time, ns since the epoch.
+    pub committed_at: i64,
+    /// Rows it received.
+    pub rows_received: u64,
+    /// Rows it stored.
+    pub rows_written: u64,
+    /// Stored rows it removed.
+    pub rows_deleted: u64,
+}
+
+impl Manifest {
+    /// The receipt of the write `id`, if it committed on this item (and is still kept).
+    pub(crate) fn write_record(&self, id: &str) -> Option<&WriteRecord> {
+        self.write_ids.iter().rev().find(|r| r.id == id)
+    }
+
+    /// The write ids a next version carries: those committed at or after `since`.
+    pub(crate) fn write_ids_since(&self, since: i64) -> Vec<WriteRecord> {
+        let first = self.write_ids.partition_point(|r| r.committed_at < since);
+        self.write_ids[first..].to_vec()
+    }
+}
+
 /// A named, collection-wide set of item versions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
@@ -332,6 +367,7 @@ mod tests {
             schema: Some(Arc::clone(&schema)),
             metadata: Map::new(),
             files: vec![],
+            write_ids: vec![],
             deltas: vec![],
         };
         let json = serde_json::to_string(&m).unwrap();

@@ -266,7 +266,10 @@ fn rows_only(opts: &WriteOptions) -> bool {
         preset,
         rename,
         drop,
+        write_id,
     } = opts;
+    // An idempotent write takes the commit path: its id is checked and recorded in the
+    // version it commits.
     matches!(mode, WriteMode::Append | WriteMode::Upsert)
         && ordered_on.is_none()
         && keep.is_none_or(|k| k == Keep::Last)
@@ -280,6 +283,7 @@ fn rows_only(opts: &WriteOptions) -> bool {
         && preset.is_none()
         && rename.is_none()
         && drop.is_none()
+        && write_id.is_none()
 }
 
 impl Wal {
@@ -524,6 +528,7 @@ impl Engine {
             rows_received: rows as u64,
             rows_written: rows as u64,
             rows_deleted,
+            duplicate: false,
         }))
     }
 }

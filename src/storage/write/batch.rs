@@ -53,6 +53,10 @@ pub struct ItemReceipt {
     pub version: u64,
     /// Rows of the item now stored.
     pub rows_written: u64,
+    /// The batch's `write_id` had committed on this item already (a retry): the first
+    /// commit's figures, nothing written now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// One item's part of the upload, spooled.
@@ -189,6 +193,7 @@ impl Engine {
                         ItemReceipt {
                             version: r.version,
                             rows_written: r.rows_written,
+                            duplicate: r.duplicate,
                         },
                     );
                 }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use futures::stream::BoxStream;
+use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::{debug, info};
@@ -37,7 +38,7 @@ pub(crate) use prepare::write_key;
 
 use super::catalog::merge_metadata;
 use super::error::{Error, Result};
-use super::manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution};
+use super::manifest::{FileEntry, Keep, Manifest, RowGroupTarget, SchemaEvolution, WriteRecord};
 use super::names::{CollectionName, ItemName};
 use super::read::At;
 use super::rules::{Preset, Rules, Shaper, Validation};
@@ -136,7 +137,14 @@ pub struct WriteOptions {
     pub rename: Option<BTreeMap<String, String>>,
     /// Incoming columns left out (sticks to the item).
     pub drop: Option<Vec<String>>,
+    /// The client's id of this write (at most [`MAX_WRITE_ID_BYTES`]): if a write with
+    /// this id already committed on the item, nothing is written and its receipt comes
+    /// back with `duplicate` set.
+    pub write_id: Option<String>,
 }
+
+/// Longest `write_id`.
+pub const MAX_WRITE_ID_BYTES: usize = 128;
 
 /// What a write committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,6 +157,31 @@ pub struct WriteReceipt {
     pub rows_written: u64,
     /// Stored rows removed (by a range or replaced duplicates).
     pub rows_deleted: u64,
+    /// The write's `write_id` had committed already: this is that write's receipt, and
+    /// nothing was written now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+impl WriteReceipt {
+    /// The receipt of a write recorded under its id, as a retry gets it.
+    fn duplicate_of(r: &WriteRecord) -> Self {
+        Self {
+            version: r.version,
+            rows_received: r.rows_received,
+            rows_written: r.rows_written,
+            rows_deleted: r.rows_deleted,
+            duplicate: true,
+        }
+    }
+}
+
+/// How a planned write ended.
+enum Committed {
+    /// A new version.
+    New(Arc<Manifest>, Planned, u64),
+    /// Its `write_id` had committed already: that write's receipt.
+    Duplicate(WriteReceipt),
 }
 
 impl Engine {
@@ -186,6 +219,23 @@ impl Engine {
             ));
         }
         let mut opts = opts;
+        if let Some(id) = &opts.write_id {
+            if id.is_empty() || id.len() > MAX_WRITE_ID_BYTES {
+                return Err(Error::invalid(format!(
+                    "write_id is 1 to {MAX_WRITE_ID_BYTES} bytes, got {}",
+                    id.len()
+                )));
+            }
+            // A retry of a write that committed: its receipt, without staging the
+            // upload again (it is still read to its end, so the client's stream ends
+            // cleanly). A retry racing the first write is caught at the commit.
+            let latest = self.latest(c, i).await?;
+            if let Some(r) = latest.as_ref().and_then(|m| m.write_record(id)) {
+                let receipt = WriteReceipt::duplicate_of(r);
+                input.try_for_each(|_| async { Ok(()) }).await?;
+                return Ok(receipt);
+            }
+        }
         let current = self.live(c, i).await?;
         let rules = Rules::of_write(&mut opts, current.as_ref().map(|m| m.live_settings()))?;
         let checks = self.inner.options.checks.as_ref();
@@ -212,15 +262,29 @@ impl Engine {
             staged_ms = started.elapsed().as_millis() as u64;
             self.ensure_collection(c).await?;
             let committed = self
-                .commit_plan(c, i, &opts, &prepared, staged.runs, &mut guard)
+                .commit_plan(
+                    c,
+                    i,
+                    &opts,
+                    &prepared,
+                    staged.runs,
+                    staged.rows_received,
+                    &mut guard,
+                )
                 .await?;
             drop(staged.held);
             Ok::<_, Error>((committed, staged.rows_received))
         }
         .await;
-        self.settle(guard, result.as_ref().ok().map(|((m, ..), _)| m.as_ref()))
-            .await;
-        let ((manifest, planned, rows_deleted), rows_received) = result?;
+        let manifest = match &result {
+            Ok((Committed::New(m, ..), _)) => Some(m.as_ref()),
+            _ => None,
+        };
+        self.settle(guard, manifest).await;
+        let ((manifest, planned, rows_deleted), rows_received) = match result? {
+            (Committed::New(m, planned, deleted), received) => ((m, planned, deleted), received),
+            (Committed::Duplicate(receipt), _) => return Ok(receipt),
+        };
         info!(
             collection = %c, item = %i, mode = opts.mode.as_str(),
             version = manifest.version, rows_received, rows_written = planned.rows_new,
@@ -232,6 +296,7 @@ impl Engine {
             rows_received,
             rows_written: planned.rows_new,
             rows_deleted,
+            duplicate: false,
         })
     }
 
@@ -254,18 +319,23 @@ impl Engine {
             let prepared = engine.prepare(&c, &i, &opts, Some(&current), current.live_schema())?;
             let mut guard = InFlightGuard::new(&engine, &c, &i);
             let result = engine
-                .commit_plan(&c, &i, &opts, &prepared, Vec::new(), &mut guard)
+                .commit_plan(&c, &i, &opts, &prepared, Vec::new(), 0, &mut guard)
                 .await;
-            engine
-                .settle(guard, result.as_ref().ok().map(|(m, ..)| m.as_ref()))
-                .await;
-            let (manifest, _, rows_deleted) = result?;
+            let manifest = match &result {
+                Ok(Committed::New(m, ..)) => Some(m.as_ref()),
+                _ => None,
+            };
+            engine.settle(guard, manifest).await;
+            let Committed::New(manifest, _, rows_deleted) = result? else {
+                unreachable!("a range deletion carries no write_id");
+            };
             engine.after_write(&c, &i, &manifest).await;
             Ok(WriteReceipt {
                 version: manifest.version,
                 rows_received: 0,
                 rows_written: 0,
                 rows_deleted,
+                duplicate: false,
             })
         })
         .await
@@ -316,6 +386,7 @@ impl Engine {
     }
 
     /// Plan against the latest version and commit, re-planning after lost races.
+    #[allow(clippy::too_many_arguments)] // the write's parts, each used once
     async fn commit_plan(
         &self,
         c: &CollectionName,
@@ -323,12 +394,22 @@ impl Engine {
         opts: &WriteOptions,
         p: &Prepared,
         runs: Vec<Run>,
+        rows_received: u64,
         guard: &mut InFlightGuard,
-    ) -> Result<(Arc<Manifest>, Planned, u64)> {
+    ) -> Result<Committed> {
         let mut retry = self.commit_retry(c, i).await?;
         loop {
             // The next version follows the latest one, a deletion's tombstone included.
             let latest = retry.latest().await?;
+            // Under the item's lock, and checked again by the put-if-absent: of two
+            // retries racing, one commits and the other finds its record here.
+            let recorded = opts
+                .write_id
+                .as_deref()
+                .and_then(|id| latest.as_ref()?.write_record(id));
+            if let Some(r) = recorded {
+                return Ok(Committed::Duplicate(WriteReceipt::duplicate_of(r)));
+            }
             let current = latest.clone().filter(|m| !m.deleted);
             if opts.mode == WriteMode::Create && current.is_some() {
                 return Err(Error::AlreadyExists {
@@ -386,6 +467,11 @@ impl Engine {
                 _ => Vec::new(),
             };
             let rows_before = current.as_ref().map_or(0, |m| m.rows());
+            let retention = self.inner.options.vacuum_retention.as_nanos() as i64;
+            let mut write_ids = latest
+                .as_ref()
+                .map(|m| m.write_ids_since(self.now().saturating_sub(retention)))
+                .unwrap_or_default();
             let target = self.file_target(c, i, &settings, &schema, &metadata);
             let plan_started = std::time::Instant::now();
             let _slot = self.merge_slot().await;
@@ -412,9 +498,23 @@ impl Engine {
                 schema: Some(schema),
                 metadata,
                 files: planned.files.clone(),
+                write_ids: Vec::new(),
                 deltas: Vec::new(),
             };
             let rows_after = next.rows();
+            let rows_deleted = (rows_before + planned.rows_new).saturating_sub(rows_after);
+            if let Some(id) = &opts.write_id {
+                // Version and time are the commit's own (filled in by the commit).
+                write_ids.push(WriteRecord {
+                    id: id.clone(),
+                    version: 0,
+                    committed_at: 0,
+                    rows_received,
+                    rows_written: planned.rows_new,
+                    rows_deleted,
+                });
+            }
+            let next = Manifest { write_ids, ..next };
             let planned_at = std::time::Instant::now();
             let committed = retry
                 .commit(latest.as_deref(), next, &planned.written)
@@ -426,8 +526,7 @@ impl Engine {
                 files_written = planned.written.len(), "planned and committed"
             );
             if let Some(m) = committed {
-                let rows_deleted = (rows_before + planned.rows_new).saturating_sub(rows_after);
-                return Ok((m, planned, rows_deleted));
+                return Ok(Committed::New(m, planned, rows_deleted));
             }
         }
     }

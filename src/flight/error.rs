@@ -174,7 +174,9 @@ impl Error {
             | Self::BadSetting { .. }
             | Self::UnknownAction { .. }
             | Self::UnknownSqlCommand { .. } => Code::InvalidArgument,
-            Self::Transport(status) => status.code(),
+            Self::Transport(status) => {
+                transport(Status::new(status.code(), status.message())).code()
+            }
             Self::Denied(_) => Code::PermissionDenied,
             Self::TooMany { .. } => Code::ResourceExhausted,
             Self::Unauthenticated(_) => Code::Unauthenticated,
@@ -237,6 +239,18 @@ fn bounded(mut message: String, max: usize) -> String {
     message
 }
 
+/// A transport status as the client gets it: a message over the size limit (which
+/// tonic reports as `OUT_OF_RANGE`) is a limit reached, `RESOURCE_EXHAUSTED`.
+fn transport(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && status.message().contains("too large") {
+        return Status::resource_exhausted(format!(
+            "{} (the server's --max-message-mb; send smaller batches)",
+            status.message()
+        ));
+    }
+    status
+}
+
 // Errors travel through every call; keep them cheap to move.
 const _: () = assert!(std::mem::size_of::<Error>() <= 96);
 
@@ -250,7 +264,7 @@ impl From<Error> for Status {
             _ => info!(code = ?code, error = %e, "request refused"),
         }
         if let Error::Transport(status) = e {
-            return *status;
+            return transport(*status);
         }
         Status::new(code, bounded(e.to_string(), MAX_STATUS_MESSAGE_BYTES))
     }

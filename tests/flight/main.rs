@@ -11,6 +11,7 @@ mod failures;
 mod files;
 mod java;
 mod python;
+mod security;
 mod shutdown;
 mod sql;
 mod surface;

@@ -36,6 +36,10 @@ pub(crate) struct Serve {
     /// How long old versions stay readable (unless a snapshot holds them), in seconds.
     #[arg(long, env = "FLIGHTSTORE_RETENTION_SECS", default_value_t = 3600)]
     retention_secs: u64,
+    /// Minimum age of a data file no version lists (left by a failed or killed write)
+    /// before vacuum removes it, in seconds.
+    #[arg(long, env = "FLIGHTSTORE_ORPHAN_GRACE_SECS", default_value_t = flightstore::storage::DEFAULT_ORPHAN_GRACE.as_secs())]
+    orphan_grace_secs: u64,
     /// Acknowledge every write only once it is stored as Parquet: no write-ahead log.
     #[arg(long, env = "FLIGHTSTORE_NO_WAL")]
     no_wal: bool,
@@ -97,6 +101,7 @@ impl Serve {
                 stage_wait: Duration::from_secs(s.stage_wait_secs),
                 file_target_rows: s.file_rows.max(1),
                 vacuum_retention: Duration::from_secs(s.retention_secs),
+                orphan_grace: Duration::from_secs(s.orphan_grace_secs),
                 // Writes are acknowledged without waiting for the merge of small files.
                 compact_in_background: true,
                 wal: !s.no_wal,

@@ -155,9 +155,9 @@ async fn a_path_segment_holding_a_slash_names_the_same_item_as_split_segments() 
 }
 
 /// A `flightstore serve` process on a free port, killed when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     dir: tempfile::TempDir,
 }
 
@@ -168,7 +168,12 @@ impl ServerProcess {
 
     /// A server on the data folder `dir` (kept until the process is dropped).
     fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flightstore"))
+        Self::start_bin(env!("CARGO_BIN_EXE_flightstore"), dir, args)
+    }
+
+    /// A server of the binary `bin` on the data folder `dir`.
+    pub(crate) fn start_bin(bin: &str, dir: tempfile::TempDir, args: &[&str]) -> Self {
+        let mut child = Command::new(bin)
             .args(["serve", "--bind", "127.0.0.1:0", "--data"])
             .arg(dir.path())
             .args(args)
@@ -197,8 +202,13 @@ impl ServerProcess {
         Self { child, addr, dir }
     }
 
+    /// The data folder.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// `kill -9`: no shutdown, no persisting; returns the data folder.
-    fn kill(mut self) -> tempfile::TempDir {
+    pub(crate) fn kill(mut self) -> tempfile::TempDir {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 
 mod common;
 mod concurrency;
+mod crash_loop;
 mod errors;
 mod failures;
 #[path = "../support/files.rs"]

@@ -189,6 +189,9 @@ impl Error {
 /// The status code of an engine error.
 fn storage_code(e: &storage::Error) -> Code {
     use storage::Error as E;
+    if disk_full(e) {
+        return Code::ResourceExhausted;
+    }
     match e {
         E::InvalidName { .. }
         | E::InvalidArgument { .. }
@@ -212,6 +215,21 @@ fn storage_code(e: &storage::Error) -> Code {
         | E::Io { .. }
         | E::Wal { .. } => Code::Internal,
     }
+}
+
+/// Whether `e` comes from a full disk (`ENOSPC`): a resource exhausted, not a fault.
+fn disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    // Some layers keep only the text of the cause.
+    e.to_string().contains("No space left on device")
 }
 
 /// The status code of a SQL error.

@@ -6,6 +6,7 @@
 mod common;
 mod concurrency;
 mod crash_loop;
+mod disk_full;
 mod errors;
 mod failures;
 #[path = "../support/files.rs"]

@@ -90,13 +90,20 @@ final class FlightstoreServer implements AutoCloseable {
   }
 
   static FlightstoreServer start() throws IOException, InterruptedException {
+    return start("flightstore-server.log");
+  }
+
+  /** A server logging to {@code target/<logName>}, with {@code extra} serve flags. */
+  static FlightstoreServer start(String logName, String... extra)
+      throws IOException, InterruptedException {
     Path bin = binary();
     Path data = Files.createTempDirectory("flightstore-jdbc-");
-    Path logFile = Paths.get("target", "flightstore-server.log");
+    Path logFile = Paths.get("target", logName);
     Files.createDirectories(logFile.getParent());
-    ProcessBuilder pb =
-        new ProcessBuilder(
-            bin.toString(), "serve", "--data", data.toString(), "--bind", "127.0.0.1:0");
+    List<String> command = new ArrayList<>(
+        List.of(bin.toString(), "serve", "--data", data.toString(), "--bind", "127.0.0.1:0"));
+    command.addAll(List.of(extra));
+    ProcessBuilder pb = new ProcessBuilder(command);
     pb.redirectOutput(ProcessBuilder.Redirect.DISCARD);
     pb.redirectError(ProcessBuilder.Redirect.PIPE);
     pb.environment().putIfAbsent("NO_COLOR", "1");

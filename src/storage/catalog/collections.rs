@@ -75,6 +75,15 @@ impl Engine {
     /// Delete a collection with all its items, versions and snapshots.
     pub async fn delete_collection(&self, c: &CollectionName) -> Result<()> {
         self.check_collection(c).await?;
+        // Every item's log tail is persisted and its records forgotten, under the item's
+        // lock (held until the files are gone, so no append slips in between).
+        let mut locks = Vec::new();
+        for i in self.item_names(c).await? {
+            let lock = self.item_lock(c, &i).await;
+            self.persist_locked(c, &i).await?;
+            self.forget_logged(c, &i).await?;
+            locks.push(lock);
+        }
         // The marker goes first: from then on the collection is not found, even if the
         // rest of the deletion is interrupted (a later delete finishes it).
         self.store()
@@ -95,6 +104,7 @@ impl Engine {
             .lock()
             .expect("cache poisoned")
             .retain(|(col, _), _| col != c);
+        drop(locks);
         info!(collection = %c, "collection deleted");
         Ok(())
     }

@@ -56,6 +56,11 @@ pub(crate) struct Header {
     /// (keep last) if it has one. Absent for rows after the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) merge: Option<Merge>,
+    /// The item went with its collection: replay forgets its records before this one
+    /// (which carries no rows). Its manifests are gone, so nothing else could tell
+    /// replay that those records are not of the item written later under the same name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) dropped: bool,
 }
 
 /// How a log entry's rows merge into the rows before them.
@@ -460,6 +465,7 @@ mod tests {
 
     fn header(version: u64) -> Header {
         Header {
+            dropped: false,
             collection: "c".into(),
             item: "i".into(),
             version,

@@ -127,6 +127,33 @@ pub(crate) enum Logged {
     Declined(BoxStream<'static, Result<RecordBatch>>),
 }
 
+impl Engine {
+    /// Forget the log's records of an item whose collection is being deleted (call under
+    /// the item's lock, after its tail is persisted): a durable record says so, so that
+    /// replay never brings them back as versions of an item of the same name written
+    /// later.
+    pub(crate) async fn forget_logged(&self, c: &CollectionName, i: &ItemName) -> Result<()> {
+        let Some(wal) = &self.inner.wal else {
+            return Ok(());
+        };
+        let header = Header {
+            collection: c.to_string(),
+            item: i.to_string(),
+            version: 0,
+            committed_at: self.now(),
+            min: 0,
+            max: 0,
+            mode: WriteMode::Append,
+            merge: None,
+            dropped: true,
+        };
+        let lsn = wal.log.append(frame(&header, &[]))?;
+        wal.log.wait(lsn).await?;
+        wal.remove(&(c.clone(), i.clone()), |_| false);
+        Ok(())
+    }
+}
+
 impl Wal {
     /// Open the log in `dir`; returns the records to replay.
     pub(crate) fn open(dir: &FsPath, o: &Options) -> Result<(Self, Vec<log::Recovered>)> {
@@ -298,6 +325,11 @@ impl Wal {
                 CollectionName::new(r.header.collection.clone())?,
                 ItemName::new(r.header.item.clone())?,
             );
+            if r.header.dropped {
+                expected.remove(&key);
+                wal.tails().remove(&key);
+                continue;
+            }
             let next = match expected.get(&key) {
                 Some(v) => *v,
                 None => persisted_version(root, layout, &key)? + 1,
@@ -492,6 +524,7 @@ impl Engine {
             max,
             mode: opts.mode,
             merge: merge.clone(),
+            dropped: false,
         };
         let Ok(lsn) = wal.log.append(frame(&header, &ipc)) else {
             // The log failed earlier: acknowledge through a Parquet commit instead.

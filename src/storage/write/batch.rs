@@ -44,6 +44,11 @@ pub struct BatchReceipt {
     pub items: BTreeMap<String, ItemReceipt>,
     /// Rows received in the upload.
     pub rows_received: u64,
+    /// The batch's `write_id` had committed on every item already (a retry): nothing
+    /// was written now. (After a failure part way, a retry writes only the items whose
+    /// commit is missing: those that had committed are marked in `items`.)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// One item's commit in a batch write.
@@ -176,6 +181,7 @@ impl Engine {
         let mut receipt = BatchReceipt {
             items: BTreeMap::new(),
             rows_received,
+            duplicate: false,
         };
         for part in parts {
             let reader = StreamReader::try_new(
@@ -205,6 +211,8 @@ impl Engine {
                 }
             }
         }
+        receipt.duplicate =
+            !receipt.items.is_empty() && receipt.items.values().all(|r| r.duplicate);
         info!(collection = %c, items = receipt.items.len(), rows_received, "batch write committed");
         Ok(receipt)
     }

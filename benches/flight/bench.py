@@ -207,6 +207,8 @@ def wait_ready(url):
             c = flight.connect(url)
             c.wait_for_available(timeout=1)
             return c
+        except flight.FlightUnauthenticatedError:
+            return c  # up, and asking for a token
         except Exception:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not start")

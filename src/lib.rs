@@ -3,8 +3,9 @@
 //! ```text
 //!   clients (pyarrow, Rust, Java, Go, ADBC, JDBC)
 //!        │ Arrow Flight / Flight SQL / gRPC
-//!   server   (tonic transport: port, TCP_NODELAY, HTTP/2 windows, shutdown)
-//!        │
+//!   server   (tonic transport: port, TLS, TCP_NODELAY, HTTP/2 windows, shutdown;
+//!        │    layers: call limits and deadlines, then authentication: every call
+//!        │    gets an auth::Access, which flight and sql check per collection)
 //!   flight   (FlightService: DoPut, DoGet, GetFlightInfo, ListFlights, actions;
 //!        │    flight/sql: Flight SQL commands, tickets and actions)
 //!   sql      (DataFusion: items as tables over the engine's read plans; row filters)

@@ -222,6 +222,8 @@ struct Inner {
     compactor: Option<Compactor>,
     /// The write-ahead log (local folders with [`Options::wal`]).
     wal: Option<Wal>,
+    /// The data folder, when the store is one (vacuum sweeps its staging files).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -233,11 +235,12 @@ impl Engine {
     pub fn open(location: &str, options: Options) -> Result<Self> {
         let store = backend::open(location)?;
         let layout = Layout::new(Path::default());
-        let wal = match backend::local_folder(location) {
-            Some(root) if options.wal => Some(Wal::recover(&root, &layout, &options)?),
+        let local = backend::local_folder(location);
+        let wal = match &local {
+            Some(root) if options.wal => Some(Wal::recover(root, &layout, &options)?),
             _ => None,
         };
-        let engine = Self::build(store, layout, options, system_clock(), wal)?;
+        let engine = Self::build(store, layout, options, system_clock(), (wal, local))?;
         engine.start_persister();
         Ok(engine)
     }
@@ -249,7 +252,7 @@ impl Engine {
         options: Options,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
-        Self::build(store, Layout::new(root), options, clock, None)
+        Self::build(store, Layout::new(root), options, clock, (None, None))
     }
 
     fn build(
@@ -257,7 +260,7 @@ impl Engine {
         layout: Layout,
         options: Options,
         clock: Arc<dyn Clock>,
-        wal: Option<Wal>,
+        (wal, local_root): (Option<Wal>, Option<std::path::PathBuf>),
     ) -> Result<Self> {
         let background = options.auto_compact && options.compact_in_background;
         let cpu = CpuRuntime::try_new(options.cpu_threads)?;
@@ -275,6 +278,7 @@ impl Engine {
             budget,
             compactor: background.then(|| Compactor::new(Weak::clone(weak))),
             wal,
+            local_root,
             options,
         });
         Ok(Self { inner })

@@ -208,6 +208,11 @@ async fn killed_at_random_instants_during_appends_upserts_and_compaction() {
             "{item}: files left besides the latest version's"
         );
     }
+    let staging: Vec<_> = walk(&root.join("crash"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains('#'))
+        .collect();
+    assert!(staging.is_empty(), "staging files left: {staging:?}");
     println!(
         "crash loop: {kills} kills; {appends} appends and {upsert} upserts acknowledged in \
          all; {writes_checked} acknowledged writes found again over the restarts; vacuum \

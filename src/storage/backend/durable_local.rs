@@ -136,6 +136,46 @@ fn write_durably(
     sync_dir(dir)
 }
 
+/// Remove the staging files (`name#digits`, hidden from listings) in `dir` whose name
+/// `keep` does not claim and that are older than `grace`: what a process killed during
+/// a put leaves. Returns the files and bytes removed; what cannot be removed is logged.
+pub(crate) fn sweep_staging(
+    dir: &FsPath,
+    grace: std::time::Duration,
+    keep: impl Fn(&str) -> bool,
+) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let (mut files, mut bytes) = (0, 0);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((dest, _)) = name.to_str().and_then(|n| n.split_once('#')) else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= grace);
+        if !old || keep(dest) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => {
+                files += 1;
+                bytes += meta.len();
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), cause = %e, "cannot remove a staging file")
+            }
+        }
+    }
+    (files, bytes)
+}
+
 fn rand_digits() -> u128 {
     u128::from_le_bytes(*uuid::Uuid::new_v4().as_bytes())
 }

@@ -4,6 +4,8 @@
 
 mod durable_local;
 
+pub(crate) use durable_local::sweep_staging;
+
 use std::sync::Arc;
 
 use object_store::memory::InMemory;

@@ -8,10 +8,11 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tracing::info;
 
+use crate::storage::backend::sweep_staging;
 use crate::storage::error::{Error, Result};
 use crate::storage::manifest;
 use crate::storage::names::{CollectionName, ItemName, DATA_DIR};
-use crate::storage::Engine;
+use crate::storage::{Engine, SpawnedTask};
 
 /// What a vacuum removed.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -131,6 +132,32 @@ impl Engine {
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        // A local folder also holds the staging files of puts cut by a crash (hidden
+        // from listings): of data files (those of this engine's writes in flight stay)
+        // and of manifests (none is being committed: the item's lock is held).
+        if let Some(root) = &self.inner.local_root {
+            let (data, manifests) = (
+                root.join(data_dir.as_ref()),
+                root.join(self.layout().manifest_dir(c, i).as_ref()),
+            );
+            let grace = self.inner.options.orphan_grace;
+            let engine = self.clone();
+            let (files, bytes) = SpawnedTask::spawn_blocking("vacuum staging files", move || {
+                let in_flight = |name: &str| {
+                    engine
+                        .inner
+                        .in_flight
+                        .contains(&data_dir.clone().join(name))
+                };
+                let (f1, b1) = sweep_staging(&data, grace, in_flight);
+                let (f2, b2) = sweep_staging(&manifests, grace, |_| false);
+                (f1 + f2, b1 + b2)
+            })
+            .join()
+            .await?;
+            receipt.files_removed += files;
+            receipt.bytes_removed += bytes;
         }
         Ok(())
     }

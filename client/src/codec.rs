@@ -40,7 +40,11 @@ use crate::proto::{self, row_group_target, time, RowGroupTarget, Time};
 pub fn decode<T: prost::Message + Default + DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     match first {
-        Some(b'{') => serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { source }),
+        // Protobuf whose first field is a string of 123 bytes starts `\n{` too: JSON
+        // that does not parse gets a second reading as protobuf (a JSON text never
+        // decodes as protobuf: `{` opens a group, which these messages do not have).
+        Some(b'{') => serde_json::from_slice(bytes)
+            .or_else(|source| T::decode(bytes).map_err(|_| Error::InvalidJson { source })),
         _ => T::decode(bytes).map_err(|source| Error::InvalidProtobuf { source }),
     }
 }

@@ -68,7 +68,22 @@ async fn open_upload(mut input: Streaming<FlightData>) -> Result<Upload> {
     let descriptor_only = first.data_header.is_empty() && first.data_body.is_empty();
     let first = (!descriptor_only).then_some(Ok(first));
     let messages = stream::iter(first).chain(input.map_err(FlightError::from));
-    let mut decoder = FlightDataDecoder::new(messages);
+    // arrow 59's IPC reader panics on some malformed messages (found by fuzzing:
+    // fuzz/README.md): such an upload is refused like any other bad data.
+    let mut decoder = std::panic::AssertUnwindSafe(FlightDataDecoder::new(messages))
+        .catch_unwind()
+        .map(|decoded| {
+            decoded.unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                Err(FlightError::DecodeError(format!(
+                    "malformed Arrow IPC (the decoder gave up: {why})"
+                )))
+            })
+        });
     let schema = match decoder.next().await {
         Some(Ok(d)) => match d.payload {
             DecodedPayload::Schema(s) => s,

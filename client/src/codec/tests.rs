@@ -229,3 +229,22 @@ fn times_round_trip_in_both_forms() {
         );
     }
 }
+
+/// Regression (found by fuzzing): protobuf whose first field is a string of exactly 123
+/// bytes starts with the bytes `\n{` and was taken for JSON and refused.
+#[test]
+fn protobuf_that_starts_like_json_still_decodes() {
+    use prost::Message;
+    let req = ItemRequest {
+        collection: "c".repeat(123),
+        item: "AAPL".into(),
+    };
+    let bytes = req.encode_to_vec();
+    assert_eq!(&bytes[..2], b"\n{");
+    assert_eq!(decode::<ItemRequest>(&bytes).unwrap(), req);
+    // JSON that does not parse is still a JSON error.
+    assert!(matches!(
+        decode::<ItemRequest>(b"{\"collection\": "),
+        Err(Error::InvalidJson { .. })
+    ));
+}

@@ -1,0 +1,2 @@
+
+NASDAQAAPL

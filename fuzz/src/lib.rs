@@ -62,12 +62,16 @@ pub fn check_message<T: Wire>(bytes: &[u8]) -> Option<T> {
     }
 
     // The protobuf form reads back, also when it starts like JSON (after ASCII blanks,
-    // `{`: field 1 a string of exactly 123 bytes): `decode` then reads it as protobuf
-    // once it is not JSON (a finding of these targets, fixed).
+    // `{`: field 1 a string of exactly 123 or 10 bytes): `decode` reads it as protobuf
+    // once it is not JSON (a finding of these targets, fixed). Only protobuf bytes that
+    // are themselves a JSON object of the message (`\n\n{}` + 8 blanks: field 1 =
+    // "{}        ") read as JSON: the sniffing rule's one ambiguity, left as it is.
     let binary = msg.encode_to_vec();
-    match decode::<T>(&binary) {
-        Ok(back) => assert_eq!(back, msg, "protobuf round trip changed the message"),
-        Err(e) => panic!("the protobuf form of {msg:?} does not decode: {e}"),
+    if !(is_json_form(&binary) && serde_json::from_slice::<T>(&binary).is_ok()) {
+        match decode::<T>(&binary) {
+            Ok(back) => assert_eq!(back, msg, "protobuf round trip changed the message"),
+            Err(e) => panic!("the protobuf form of {msg:?} does not decode: {e}"),
+        }
     }
     Some(msg)
 }

@@ -210,6 +210,8 @@ pub struct Authenticator {
 struct Inner {
     path: PathBuf,
     table: RwLock<Arc<Table>>,
+    /// What the file looked like (modified time, length) when last read.
+    stamp: Mutex<Option<(SystemTime, u64)>>,
     sessions: Mutex<HashMap<String, Session>>,
 }
 
@@ -220,8 +222,6 @@ struct Table {
     tokens: HashMap<String, (String, Arc<[Grant]>)>,
     /// User name -> (password hash, grants).
     users: HashMap<String, (String, Arc<[Grant]>)>,
-    /// What the file looked like when read (modified time, length).
-    stamp: Option<(SystemTime, u64)>,
 }
 
 #[derive(Debug)]
@@ -232,7 +232,6 @@ struct Session {
 
 impl Table {
     fn read(path: &Path) -> Result<Self, Error> {
-        let stamp = stamp(path);
         let file = AuthFile::load(path)?;
         Ok(Self {
             tokens: file
@@ -245,7 +244,6 @@ impl Table {
                 .into_iter()
                 .map(|u| (u.name, (u.password, u.grants.into())))
                 .collect(),
-            stamp,
         })
     }
 }
@@ -259,6 +257,8 @@ impl Authenticator {
     /// Read the auth file at `path` and keep rereading it when it changes (call from a
     /// tokio runtime: the watch is a task that ends when the authenticator is dropped).
     pub fn open(path: &Path) -> Result<Self, Error> {
+        // Taken before the read: a change during it is seen at the next check.
+        let stamp = stamp(path);
         let table = Table::read(path)?;
         info!(
             path = %path.display(), tokens = table.tokens.len(), users = table.users.len(),
@@ -267,6 +267,7 @@ impl Authenticator {
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
             table: RwLock::new(Arc::new(table)),
+            stamp: Mutex::new(stamp),
             sessions: Mutex::new(HashMap::new()),
         });
         let watch = SpawnedTask::spawn("auth file watch", watch(Arc::downgrade(&inner)));
@@ -361,36 +362,26 @@ async fn watch(inner: Weak<Inner>) {
         tokio::time::sleep(RELOAD_EVERY).await;
         let Some(inner) = inner.upgrade() else { return };
         let path = inner.path.clone();
-        let known = inner.table.read().expect("auth table poisoned").stamp;
+        let known = *inner.stamp.lock().expect("auth stamp poisoned");
         let read = tokio::task::spawn_blocking(move || {
             let now = stamp(&path);
-            (now != known).then(|| Table::read(&path))
+            (now != known).then(|| (now, Table::read(&path)))
         })
         .await;
-        match read {
-            Ok(Some(Ok(table))) => {
+        let Ok(Some((now, table))) = read else {
+            continue;
+        };
+        // Read once per change, whether it parses or not.
+        *inner.stamp.lock().expect("auth stamp poisoned") = now;
+        match table {
+            Ok(table) => {
                 info!(
                     path = %inner.path.display(), tokens = table.tokens.len(),
                     users = table.users.len(), "auth file reloaded"
                 );
                 *inner.table.write().expect("auth table poisoned") = Arc::new(table);
             }
-            Ok(Some(Err(e))) => {
-                warn!(error = %e, "auth file not reloaded: the previous one stays in force");
-                // Do not log again until it changes.
-                let mut table = inner.table.write().expect("auth table poisoned");
-                if let Some(t) = Arc::get_mut(&mut table) {
-                    t.stamp = stamp(&inner.path);
-                } else {
-                    let old = Arc::clone(&table);
-                    *table = Arc::new(Table {
-                        tokens: old.tokens.clone(),
-                        users: old.users.clone(),
-                        stamp: stamp(&inner.path),
-                    });
-                }
-            }
-            Ok(None) | Err(_) => {}
+            Err(e) => warn!(error = %e, "auth file not reloaded: the previous one stays in force"),
         }
     }
 }

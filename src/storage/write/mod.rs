@@ -219,6 +219,7 @@ impl Engine {
             ));
         }
         let mut opts = opts;
+        let latest = self.latest(c, i).await?;
         if let Some(id) = &opts.write_id {
             if id.is_empty() || id.len() > MAX_WRITE_ID_BYTES {
                 return Err(Error::invalid(format!(
@@ -229,14 +230,13 @@ impl Engine {
             // A retry of a write that committed: its receipt, without staging the
             // upload again (it is still read to its end, so the client's stream ends
             // cleanly). A retry racing the first write is caught at the commit.
-            let latest = self.latest(c, i).await?;
             if let Some(r) = latest.as_ref().and_then(|m| m.write_record(id)) {
                 let receipt = WriteReceipt::duplicate_of(r);
                 input.try_for_each(|_| async { Ok(()) }).await?;
                 return Ok(receipt);
             }
         }
-        let current = self.live(c, i).await?;
+        let current = latest.filter(|m| !m.deleted);
         let rules = Rules::of_write(&mut opts, current.as_ref().map(|m| m.live_settings()))?;
         let checks = self.inner.options.checks.as_ref();
         let (schema, shaper) = Shaper::new(&rules, &opts, current.as_deref(), checks, schema)?;

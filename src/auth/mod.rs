@@ -12,6 +12,7 @@
 //! With no auth file every caller gets [`Access::everything`] (the server then binds
 //! to loopback only, unless told `--no-auth`).
 
+mod credentials;
 mod file;
 mod grant;
 
@@ -25,6 +26,7 @@ use base64::Engine as _;
 use rand::RngCore;
 use tracing::{info, warn};
 
+pub use credentials::{credentials, Credentials};
 pub use file::{AuthFile, TokenEntry, UserEntry};
 pub use grant::{Grant, Level};
 

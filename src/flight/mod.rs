@@ -45,7 +45,6 @@ use crate::storage::Engine;
 pub use actions::ACTIONS;
 pub use do_put::WRITE_ID_HEADER;
 pub use error::{Error, Result, MAX_STATUS_MESSAGE_BYTES};
-pub use handshake::{credentials, Credentials};
 pub use zero_copy::{ZeroCopyDoGet, ZeroCopyLayer};
 
 /// Target size of a `FlightData` message the server sends: larger batches are split,

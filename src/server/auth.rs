@@ -13,8 +13,7 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::Status;
 
-use crate::auth::{Access, Authenticator};
-use crate::flight::{credentials, Credentials};
+use crate::auth::{credentials, Access, Authenticator, Credentials};
 
 /// The path of the `Handshake` call.
 const HANDSHAKE: &str = "/arrow.flight.protocol.FlightService/Handshake";
@@ -92,10 +91,9 @@ fn access(auth: Option<&Authenticator>, headers: &http::HeaderMap) -> Result<Acc
         return Ok(Access::everything());
     };
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    match credentials(header)? {
-        Credentials::Bearer(token) => auth
-            .bearer(&token)
-            .map_err(|e| Status::unauthenticated(e.0)),
+    let unauthenticated = |e: crate::auth::Unauthenticated| Status::unauthenticated(e.0);
+    match credentials(header).map_err(unauthenticated)? {
+        Credentials::Bearer(token) => auth.bearer(&token).map_err(unauthenticated),
         Credentials::Basic { .. } => Err(Status::unauthenticated(
             "Basic credentials are taken by Handshake only: log in there and send the \
              Bearer token it returns",

@@ -103,6 +103,24 @@ impl From<i64> for proto::Time {
     }
 }
 
+impl From<&str> for proto::Time {
+    /// The ISO-8601 form (`"2024-01-02"`, `"2024-01-02T09:30:00Z"`), parsed by the server.
+    fn from(iso: &str) -> Self {
+        Self {
+            value: Some(time::Value::Iso(iso.into())),
+        }
+    }
+}
+
+impl From<String> for proto::Time {
+    /// The ISO-8601 form, parsed by the server.
+    fn from(iso: String) -> Self {
+        Self {
+            value: Some(time::Value::Iso(iso)),
+        }
+    }
+}
+
 /// An optional time field (`start`, `end`) in nanoseconds.
 ///
 /// # Errors

@@ -35,7 +35,7 @@ pub enum Error {
         what: String,
         /// What the codec found wrong.
         #[source]
-        source: flightstore_client::Error,
+        source: flightstore_client::WireError,
     },
 
     /// A path descriptor that is not `[collection, item, ...]`.
@@ -153,7 +153,10 @@ pub enum Error {
 
 impl Error {
     /// Shorthand for [`Error::BadMessage`].
-    pub(crate) fn bad_message(what: impl Into<String>, source: flightstore_client::Error) -> Self {
+    pub(crate) fn bad_message(
+        what: impl Into<String>,
+        source: flightstore_client::WireError,
+    ) -> Self {
         Self::BadMessage {
             what: what.into(),
             source,

@@ -1,7 +1,8 @@
 //! The pyarrow interop suite (tests/python) against the real `flightstore` binary.
 //!
-//! Uses the venv in `.venv` (created here with pyarrow, pandas and pytest from PyPI if
-//! it is missing), or the interpreter in `FLIGHTSTORE_PYTHON`.
+//! Uses the venv in `.venv` (created here if missing; the pinned packages of
+//! tests/python/requirements.txt and the `flightstore` package of client/python are
+//! installed in it on each run), or the interpreter in `FLIGHTSTORE_PYTHON`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +14,8 @@ fn run(cmd: &mut Command) {
     assert!(status.success(), "{cmd:?} failed: {status}");
 }
 
+/// The venv's interpreter, with tests/python/requirements.txt and the `flightstore`
+/// package of this checkout (client/python, reinstalled on every run) installed.
 fn python(root: &Path) -> PathBuf {
     if let Ok(p) = std::env::var("FLIGHTSTORE_PYTHON") {
         return p.into();
@@ -21,17 +24,15 @@ fn python(root: &Path) -> PathBuf {
     let python = venv.join("bin/python");
     if !python.exists() {
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-        run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(root.join("tests/python/requirements.txt")));
     }
+    let pip = |args: &[&str]| {
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(args)
+            .current_dir(root))
+    };
+    pip(&["-r", "tests/python/requirements.txt"]);
+    pip(&["--no-deps", "--force-reinstall", "./client/python"]);
     python
 }
 

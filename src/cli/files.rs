@@ -331,7 +331,9 @@ impl Writer {
             Format::Arrow => {
                 Writer::ArrowFile(arrow::ipc::writer::FileWriter::try_new(out, schema)?)
             }
-            Format::Parquet => Writer::Parquet(ArrowWriter::try_new(out, Arc::clone(schema), None)?),
+            Format::Parquet => {
+                Writer::Parquet(ArrowWriter::try_new(out, Arc::clone(schema), None)?)
+            }
         })
     }
 

@@ -3,6 +3,7 @@
 // Tests spawn their own clients and writers freely.
 #![allow(clippy::disallowed_methods)]
 
+mod client;
 mod common;
 mod concurrency;
 mod crash_loop;

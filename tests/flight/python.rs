@@ -27,7 +27,13 @@ fn python(root: &Path) -> PathBuf {
     }
     let pip = |args: &[&str]| {
         run(Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(args)
             .current_dir(root))
     };

@@ -2,14 +2,18 @@
 //! `DoPut` upload; its [`Receipt`] arrives after the commit.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use arrow_array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::FlightDescriptor;
-use futures::{Stream, TryStreamExt};
+use arrow_flight::{FlightData, FlightDescriptor};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 
 use super::{Client, Error, Result};
 use crate::proto::{self, row_group_target, RowGroupTarget};
@@ -205,8 +209,9 @@ impl Client {
     /// Upload `batches` as one write; the receipt arrives once it is committed.
     ///
     /// The batches are streamed (never all held); if the stream yields an error, the
-    /// upload is abandoned, nothing is committed, and that error is returned as
-    /// [`Error::Input`]. An empty stream writes nothing and is `InvalidArgument`.
+    /// upload is cancelled, nothing is committed, and that error is returned
+    /// ([`Error::Input`], or [`Error::Arrow`]). An empty stream writes nothing and is
+    /// `InvalidArgument`.
     ///
     /// # Errors
     ///
@@ -226,12 +231,33 @@ impl Client {
         let data = FlightDataEncoderBuilder::new()
             .with_flight_descriptor(Some(descriptor))
             .build(batches.map_err(Into::into));
-        let results: Vec<_> = self
-            .flight_client()
-            .do_put(data)
-            .await?
-            .try_collect()
-            .await?;
+        // An upload that ends cleanly commits what was sent: if the input fails, the
+        // upload must not end but be cancelled (RST_STREAM), which the server takes as a
+        // client gone and commits nothing.
+        let (failed_tx, failed_rx) = oneshot::channel();
+        let mut request = tonic::Request::new(CancelOnError {
+            data: data.boxed(),
+            failed: Some(failed_tx),
+        });
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        let mut service = self.inner.clone();
+        let call = async move {
+            let mut results = service.do_put(request).await?.into_inner();
+            let mut receipts = Vec::new();
+            while let Some(result) = results.message().await? {
+                receipts.push(result);
+            }
+            Ok::<_, Error>(receipts)
+        };
+        let results = tokio::select! {
+            results = call => results?,
+            // Dropping `call` cancels the upload.
+            Ok(e) = failed_rx => return Err(Error::from(e)),
+        };
         let [result] = results.as_slice() else {
             return Err(Error::Protocol(format!(
                 "DoPut returned {} results, not 1",
@@ -267,5 +293,32 @@ impl Client {
     ) -> Result<Receipt> {
         let stream = futures::stream::iter(batches.into_iter().map(Ok::<_, FlightError>));
         self.write(write, stream).await
+    }
+}
+
+/// An upload's messages, which on the input's first error hands the error over and never
+/// ends (so the call is cancelled, not completed).
+struct CancelOnError {
+    data: BoxStream<'static, std::result::Result<FlightData, FlightError>>,
+    failed: Option<oneshot::Sender<FlightError>>,
+}
+
+impl Stream for CancelOnError {
+    type Item = FlightData;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FlightData>> {
+        if self.failed.is_none() {
+            return Poll::Pending;
+        }
+        match ready!(self.data.poll_next_unpin(cx)) {
+            Some(Ok(data)) => Poll::Ready(Some(data)),
+            Some(Err(e)) => {
+                if let Some(failed) = self.failed.take() {
+                    let _ = failed.send(e);
+                }
+                Poll::Pending
+            }
+            None => Poll::Ready(None),
+        }
     }
 }

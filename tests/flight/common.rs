@@ -53,8 +53,16 @@ impl TestServer {
         }
     }
 
+    /// A raw Flight client (for tests of the Flight surface itself).
     pub(crate) async fn client(&self) -> FlightClient {
         connect(&self.addr.to_string()).await
+    }
+
+    /// The Rust client library on a connection of its own.
+    pub(crate) async fn rust_client(&self) -> flightstore_client::Client {
+        flightstore_client::Client::connect(format!("grpc://{}", self.addr))
+            .await
+            .unwrap()
     }
 }
 

@@ -1,11 +1,10 @@
 //! A shutdown while an upload streams lets it finish: the write commits, and the server
 //! stops only afterwards.
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use flightstore::server::{Bound, Config};
 use flightstore::storage::{At, CollectionName, Engine, ItemName, Options};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::common::*;
 
@@ -24,21 +23,14 @@ async fn shutdown_finishes_an_upload_in_flight() {
         let _ = stopped.await;
     }));
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
+    let client = flightstore_client::Client::connect(format!("grpc://{addr}"))
         .await
         .unwrap();
-    let mut client = arrow_flight::FlightClient::new(channel);
     // The upload is fed by hand: half before the shutdown, half after.
     let (tx, rx) =
         futures::channel::mpsc::unbounded::<Result<arrow::array::RecordBatch, FlightError>>();
-    let data = FlightDataEncoderBuilder::new()
-        .with_schema(tick_schema())
-        .with_flight_descriptor(Some(path("c", "t")))
-        .build(rx);
     tx.unbounded_send(Ok(ticks(0..1000, 0.0))).unwrap();
-    let put = tokio::spawn(async move { client.do_put(data).await?.try_collect::<Vec<_>>().await });
+    let put = tokio::spawn(async move { client.append("c", "t", rx).await });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
     stop.send(()).unwrap();
@@ -47,9 +39,8 @@ async fn shutdown_finishes_an_upload_in_flight() {
     tx.unbounded_send(Ok(ticks(1000..2000, 0.0))).unwrap();
     drop(tx);
 
-    let results = put.await.unwrap().unwrap();
-    let receipt: serde_json::Value = serde_json::from_slice(&results[0].app_metadata).unwrap();
-    assert_eq!(receipt["rows_written"], 2000);
+    let receipt = put.await.unwrap().unwrap();
+    assert_eq!(receipt.rows_written, Some(2000));
     server.await.unwrap().unwrap();
 
     // The data is on disk, whole.

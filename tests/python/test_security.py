@@ -28,6 +28,8 @@ import pyarrow.flight as flight
 import pytest
 from adbc_driver_manager import AdbcStatusCode
 
+import servers
+
 BIN = os.environ.get("FLIGHTSTORE_BIN", "target/debug/flightstore")
 ALPHA, BETA = "alpha", "beta"  # the collections the table-driven test guards
 GAMMA = "gamma"  # a collection no one wrote yet: a `write` grant on it lets a DoPut create it
@@ -90,23 +92,7 @@ def add_user(auth_file, name, password, *grants):
 
 
 def start_server(data, auth_file):
-    proc = subprocess.Popen([BIN, "serve", "--data", data, "--bind", "127.0.0.1:0", "--auth-file", auth_file],
-                            stderr=subprocess.PIPE, text=True)
-    address = None
-    deadline = time.time() + 30
-    while address is None and time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        m = re.search(r"addr=(\S+)", line)
-        if m:
-            address = m.group(1)
-    if address is None:
-        proc.kill()
-        raise RuntimeError("the server did not report its address")
-    # Keep draining its log so it never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-    return proc, address
+    return servers.start_server("--auth-file", auth_file, data=data)
 
 
 class Env:

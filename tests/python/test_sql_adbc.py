@@ -8,8 +8,6 @@ DESIGN.md, "Flight SQL": catalog `flightstore`, a schema per collection, a table
 import json
 import os
 import re
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -23,6 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.flight as flight
 import pytest
 from adbc_driver_manager import AdbcStatusCode
+
+import servers
 
 T0 = pd.Timestamp("2024-03-04 14:30:00", tz="UTC")
 TS = pa.timestamp("ns", "UTC")
@@ -926,30 +926,8 @@ def test_one_minute_ohlcv(client, conn, coll):
 
 def start_server(*flags):
     """`flightstore serve` on a free port with extra flags; returns (process, uri)."""
-    binary = os.environ.get("FLIGHTSTORE_BIN", "target/debug/flightstore")
-    data = tempfile.mkdtemp(prefix="flightstore-pytest-adbc-")
-    proc = subprocess.Popen([binary, "serve", "--data", data, "--bind", "127.0.0.1:0", *flags],
-                            stderr=subprocess.PIPE, text=True)
-    address = None
-    deadline = time.time() + 30
-    while address is None and time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        m = re.search(r"addr=(\S+)", line)
-        if m:
-            address = m.group(1)
-    if address is None:
-        proc.kill()
-        raise RuntimeError("the server did not report its address")
-    # Keep draining its log so it never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    proc, address = servers.start_server(*flags)
     return proc, f"grpc://{address}"
-
-
-def stop_server(proc):
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
 
 
 @pytest.fixture(scope="module")
@@ -957,7 +935,7 @@ def own_server():
     """A server of its own, so its CPU use can be watched (yields (uri, pid))."""
     proc, uri = start_server()
     yield uri, proc.pid
-    stop_server(proc)
+    servers.stop_server(proc)
 
 
 def cpu_seconds(pid):
@@ -1084,7 +1062,7 @@ def small_memory_server():
     append(c, coll, "big", table)
     c.close()
     yield proc, uri, coll, table
-    stop_server(proc)
+    servers.stop_server(proc)
 
 
 @pytest.mark.parametrize("kind,query", [

@@ -50,8 +50,8 @@ def ticks(n: int, seed: int = 1) -> pa.Table:
     })
 
 
-def start_server(binary: str, data: str):
-    proc = subprocess.Popen([binary, "serve", "--data", data, "--bind", "127.0.0.1:0"],
+def start_server(binary: str, data: str, extra=()):
+    proc = subprocess.Popen([binary, "serve", "--data", data, "--bind", "127.0.0.1:0", *extra],
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -71,10 +71,17 @@ def action(client, kind: str, body: dict):
             for r in client.do_action(flight.Action(kind, json.dumps(body).encode()))]
 
 
+CLI_TIMEOUT = 300.0
+
+
 def cli(binary: str, url: str, *args) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLIGHTSTORE_")}
     t = time.perf_counter()
-    done = subprocess.run([binary, "--url", url, *map(str, args)], capture_output=True, text=True, env=env)
+    try:
+        done = subprocess.run([binary, "--url", url, *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=CLI_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"flightstore {' '.join(map(str, args))}: no result in {CLI_TIMEOUT:.0f} s (hung)")
     elapsed = time.perf_counter() - t
     if done.returncode != 0:
         raise RuntimeError(f"flightstore {args}: {done.stderr}")
@@ -123,10 +130,15 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--keep", action="store_true", help="keep the temp folder")
+    ap.add_argument("--endpoint-rows", type=int, default=None,
+                    help="the server's --endpoint-rows (default: the server's own)")
+    ap.add_argument("--timeout", type=float, default=CLI_TIMEOUT, help="seconds a CLI run may take")
     args = ap.parse_args()
+    globals()["CLI_TIMEOUT"] = args.timeout
 
     work = tempfile.mkdtemp(prefix="flightstore-clibench-")
-    proc, url = start_server(args.binary, os.path.join(work, "data"))
+    extra = ("--endpoint-rows", str(args.endpoint_rows)) if args.endpoint_rows else ()
+    proc, url = start_server(args.binary, os.path.join(work, "data"), extra)
     client = flight.connect(url)
     try:
         print(f"server {url}, data in {work}; {args.rows:,} rows, {args.reps} repetitions", flush=True)
@@ -138,6 +150,9 @@ def main() -> int:
         cli(args.binary, url, "put", f"{COLLECTION}/SRC", src)
         info = action(client, "item_info", {"collection": COLLECTION, "item": "SRC"})[0]
         assert info["rows"] == args.rows, info
+        fi = client.get_flight_info(flight.FlightDescriptor.for_command(
+            json.dumps({"collection": COLLECTION, "item": "SRC"}).encode()))
+        print(f"the item: {info['files']} files, a full read has {len(fi.endpoints)} endpoint(s)", flush=True)
 
         times = {k: [] for k in ("get cli", "get pyarrow", "put cli", "put pyarrow")}
         for rep in range(args.reps):
@@ -184,4 +199,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RuntimeError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(2)

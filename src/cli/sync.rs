@@ -113,7 +113,10 @@ async fn sync_collection(
     let changes = source.changes_since(c, look_from).await?;
     let mut newest = since.unwrap_or(0);
     let mut counts = Counts::default();
-    dest.create_collection(c).await?;
+    match dest.create_collection(c).await {
+        Ok(()) | Err(Error::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     for change in changes {
         newest = newest.max(change.updated_at);
         if change.deleted {

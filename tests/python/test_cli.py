@@ -135,9 +135,9 @@ def info(url, path):
     return json.loads(ok("info", path, "--json", url=url).stdout)
 
 
-def start_server(data):
+def start_server(data, *extra):
     """Start `flightstore serve` on a free port; (proc, url)."""
-    proc = subprocess.Popen([BIN, "serve", "--data", str(data), "--bind", "127.0.0.1:0"],
+    proc = subprocess.Popen([BIN, "serve", "--data", str(data), "--bind", "127.0.0.1:0", *extra],
                             stderr=subprocess.PIPE, text=True, env=clean_env())
     address = None
     deadline = time.time() + 30
@@ -163,7 +163,7 @@ def server_pair():
     yield url_a, url_b
     for p in (a, b):
         p.terminate()
-        p.wait(timeout=30)
+        p.wait(timeout=20)
 
 
 @pytest.fixture
@@ -977,3 +977,31 @@ def test_table_on_a_terminal_is_not_garbled_by_the_bar(server, coll, tmp_path):
     assert any(re.match(r"\|\s*ts\s*\|\s*price", line) for line in lines), term
     for price in df.price.tail(3):
         assert any(re.match(rf"\|.*\|\s*{re.escape(str(price))}\s*\|", line) for line in lines), term
+
+
+@pytest.fixture(scope="module")
+def small_endpoints_server():
+    """A server that splits reads into endpoints of ~500k rows."""
+    proc, url = start_server(tempfile.mkdtemp(prefix="flightstore-cli-ep-"), "--endpoint-rows", "500000")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_get_of_an_item_with_many_endpoints(small_endpoints_server, big_files, tmp_path):
+    """A read the server splits into many endpoints (fetched in parallel, yielded in
+    order) completes, whole and in order: 2M rows, 8 endpoints."""
+    url = small_endpoints_server
+    d, t = big_files
+    ok("put", "EP/BIG", d / "big.parquet", url=url)
+    out = tmp_path / "ep.parquet"
+    try:
+        done = cli("get", "EP/BIG", "-o", out, url=url, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`get` of an item with 4 endpoints hung (not done in 20 s)")
+    assert done.returncode == 0, done.stderr
+    got = pq.read_table(out)
+    assert got.num_rows == t.num_rows
+    assert got.column("ts").to_numpy().tolist() == \
+        t.column("ts").to_numpy().tolist()
+    assert np.array_equal(got.column("price").to_numpy(), t.column("price").to_numpy())

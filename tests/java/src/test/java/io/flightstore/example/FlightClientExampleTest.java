@@ -8,8 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.flightstore.example.AppendAndRead.Tick;
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Method;
+import io.flightstore.jdbc.FlightstoreServer;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
@@ -41,7 +40,7 @@ class FlightClientExampleTest {
   private static final Instant T0 = Instant.parse("2024-01-02T14:30:00Z");
   private static final ObjectMapper JSON = new ObjectMapper();
 
-  private Server server;
+  private FlightstoreServer server;
   private BufferAllocator allocator;
   private FlightClient client;
 
@@ -54,7 +53,7 @@ class FlightClientExampleTest {
 
   @BeforeAll
   void appendTwice() throws Exception {
-    server = Server.start("flightstore-example-server.log");
+    server = FlightstoreServer.start("flightstore-example-server.log");
     allocator = new RootAllocator();
     client = FlightClient.builder(allocator, Location.forGrpcInsecure(server.host(), server.port()))
         .build();
@@ -203,51 +202,5 @@ class FlightClientExampleTest {
 
   private static List<String> names(Schema schema) {
     return schema.getFields().stream().map(Field::getName).toList();
-  }
-
-  /**
-   * The server the JDBC tests start ({@code io.flightstore.jdbc.FlightstoreServer}: the binary
-   * from FLIGHTSTORE_BIN on a free port, a temporary data folder, its log in target/). That class
-   * is package-private, so it is reached by reflection rather than copied.
-   */
-  private static final class Server implements AutoCloseable {
-    private static final String CLASS = "io.flightstore.jdbc.FlightstoreServer";
-    private final Object server;
-
-    private Server(Object server) {
-      this.server = server;
-    }
-
-    static Server start(String logName) throws Exception {
-      return new Server(call(null, "start", logName, new String[0]));
-    }
-
-    String host() throws Exception {
-      return (String) call(server, "host");
-    }
-
-    int port() throws Exception {
-      return (Integer) call(server, "port");
-    }
-
-    @Override
-    public void close() throws Exception {
-      call(server, "close");
-    }
-
-    /** Calls the method {@code name} that takes {@code args}; rethrows what it throws. */
-    private static Object call(Object target, String name, Object... args) throws Exception {
-      Class<?>[] types = new Class<?>[args.length];
-      for (int i = 0; i < args.length; i++) {
-        types[i] = args[i].getClass();
-      }
-      Method m = Class.forName(CLASS).getDeclaredMethod(name, types);
-      m.setAccessible(true);
-      try {
-        return m.invoke(target, args);
-      } catch (InvocationTargetException e) {
-        throw e.getCause() instanceof Exception cause ? cause : e;
-      }
-    }
   }
 }

@@ -25,7 +25,7 @@ import java.util.stream.Stream;
  * temporary folder. Its stderr is drained by a thread into {@code target/flightstore-server.log}
  * (and the last lines are kept for failure messages).
  */
-final class FlightstoreServer implements AutoCloseable {
+public final class FlightstoreServer implements AutoCloseable {
   private static final Pattern ADDR = Pattern.compile("addr=(\\S+)");
   private static final Pattern ANSI = Pattern.compile("\u001B\\[[0-9;]*m");
   private static final int TAIL_LINES = 200;
@@ -94,7 +94,7 @@ final class FlightstoreServer implements AutoCloseable {
   }
 
   /** A server logging to {@code target/<logName>}, with {@code extra} serve flags. */
-  static FlightstoreServer start(String logName, String... extra)
+  public static FlightstoreServer start(String logName, String... extra)
       throws IOException, InterruptedException {
     Path bin = binary();
     Path data = Files.createTempDirectory("flightstore-jdbc-");
@@ -172,11 +172,11 @@ final class FlightstoreServer implements AutoCloseable {
     return String.join("\n", tail);
   }
 
-  String host() {
+  public String host() {
     return host;
   }
 
-  int port() {
+  public int port() {
     return port;
   }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use arrow::array::{BinaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
+use flightstore_client::{Client, Read, Write};
+use futures::TryStreamExt;
 use rand::{RngCore, SeedableRng};
-use serde_json::json;
-use tonic::Code;
 
 use crate::common::*;
 use crate::failures::ServerProcess;
@@ -84,58 +84,53 @@ async fn a_full_disk_fails_writes_cleanly_and_reads_go_on() {
     let disk = Tmpfs::mount(24);
     let data = tempfile::Builder::new().tempdir_in(disk.path()).unwrap();
     let server = ServerProcess::start_bin(env!("CARGO_BIN_EXE_flightstore"), data, &[]);
-    let mut c = connect(&server.addr).await;
-    put(&mut c, path("c", "keep"), vec![ticks(0..1000, 0.0)])
+    let c = Client::connect(format!("grpc://{}", server.addr))
         .await
         .unwrap();
+    let append =
+        |item: &str, batch: RecordBatch| c.write_batches(Write::append("c", item), vec![batch]);
+    let rows = |item: &'static str| async {
+        let batches: Vec<RecordBatch> = c
+            .read(Read::new("c", item))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        batches.iter().map(RecordBatch::num_rows).sum::<usize>() as i64
+    };
+    append("keep", ticks(0..1000, 0.0)).await.unwrap();
 
     // Fill the disk: 1 MiB appends of random bytes until one fails.
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
     let mut acked = 0i64;
     let error = loop {
         assert!(acked < 100, "24 MiB took 100 MiB of appends");
-        match put(
-            &mut c,
-            path("c", "fill"),
-            vec![payload_rows(acked * 1000, &mut rng)],
-        )
-        .await
-        {
+        match append("fill", payload_rows(acked * 1000, &mut rng)).await {
             Ok(_) => acked += 1,
             Err(e) => break e,
         }
     };
-    assert_eq!(code(&error), Code::ResourceExhausted, "{error}");
+    assert!(
+        matches!(error, flightstore_client::Error::ResourceExhausted(_)),
+        "{error}"
+    );
     assert!(error.to_string().contains("space"), "{error}");
     assert!(acked > 0, "no append fitted");
     println!("disk full after {acked} appends of 1 MiB: {error}");
 
     // Reads go on, and every acknowledged append is there (and nothing else).
-    let rows = get(&mut c, json!({"collection": "c", "item": "keep"}))
-        .await
-        .unwrap();
-    assert_eq!(ids(&rows).len(), 1000);
-    let rows = get(&mut c, json!({"collection": "c", "item": "fill"}))
-        .await
-        .unwrap();
-    let n: usize = rows.iter().map(|b| b.num_rows()).sum();
-    assert_eq!(n as i64, acked * 1000);
-    assert_eq!(
-        action(&mut c, "health", json!({})).await.unwrap()["status"],
-        "ok"
-    );
+    assert_eq!(rows("keep").await, 1000);
+    assert_eq!(rows("fill").await, acked * 1000);
+    assert_eq!(c.health().await.unwrap().status, "ok");
 
     // Space again: writes succeed.
     disk.resize(256);
     let mut ok = false;
     for _ in 0..50 {
-        if put(
-            &mut c,
-            path("c", "fill"),
-            vec![payload_rows(acked * 1000, &mut rng)],
-        )
-        .await
-        .is_ok()
+        if append("fill", payload_rows(acked * 1000, &mut rng))
+            .await
+            .is_ok()
         {
             ok = true;
             break;
@@ -143,10 +138,6 @@ async fn a_full_disk_fails_writes_cleanly_and_reads_go_on() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "writes did not succeed once there was space");
-    let rows = get(&mut c, json!({"collection": "c", "item": "fill"}))
-        .await
-        .unwrap();
-    let n: usize = rows.iter().map(|b| b.num_rows()).sum();
-    assert_eq!(n as i64, (acked + 1) * 1000);
+    assert_eq!(rows("fill").await, (acked + 1) * 1000);
     drop(server);
 }

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Float64Type;
+use flightstore_client::{Client, Read, Write};
+use futures::TryStreamExt;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::common::*;
 use crate::failures::ServerProcess;
@@ -43,21 +45,27 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// The rows of an item, or none if it does not exist yet.
 async fn read_item(addr: &str, item: &str) -> Vec<RecordBatch> {
-    let mut c = connect(addr).await;
-    match get(&mut c, json!({"collection": "crash", "item": item})).await {
+    let c = client(addr).await;
+    let read = async { c.read(Read::new("crash", item)).await?.try_collect().await };
+    match read.await {
         Ok(b) => b,
-        Err(e) if code(&e) == tonic::Code::NotFound => Vec::new(),
+        Err(flightstore_client::Error::NotFound(_)) => Vec::new(),
         Err(e) => panic!("reading {item} after a restart: {e}"),
     }
 }
 
+async fn client(addr: &str) -> Client {
+    Client::connect(format!("grpc://{addr}")).await.unwrap()
+}
+
 /// Appends batch after batch to `app` until the server goes.
 async fn appender(addr: String, from: i64, acked: Arc<Acked>) {
-    let mut c = connect(&addr).await;
+    let c = client(&addr).await;
     let mut k = from;
     loop {
         let ids = k * BATCH..(k + 1) * BATCH;
-        match put(&mut c, path("crash", "app"), vec![ticks(ids, 0.0)]).await {
+        let append = Write::append("crash", "app");
+        match c.write_batches(append, vec![ticks(ids, 0.0)]).await {
             Ok(_) => {
                 k += 1;
                 acked.appends.store(k, Ordering::SeqCst);
@@ -69,18 +77,17 @@ async fn appender(addr: String, from: i64, acked: Arc<Acked>) {
 
 /// Rewrites every key of `ups` with value v + 1, v + 2, ... until the server goes.
 async fn upserter(addr: String, from: i64, acked: Arc<Acked>) {
-    let mut c = connect(&addr).await;
+    let c = client(&addr).await;
     let mut v = from;
     loop {
         v += 1;
-        let request =
-            json!({"collection": "crash", "item": "ups", "mode": "upsert", "dedup_on": ["ts"]});
+        let upsert = Write::upsert("crash", "ups", ["ts"]);
         let batch = ticks(0..KEYS, 0.0);
         let prices = arrow::array::Float64Array::from(vec![v as f64; KEYS as usize]);
         let mut columns = batch.columns().to_vec();
         columns[1] = Arc::new(prices);
         let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
-        match put(&mut c, cmd(request), vec![batch]).await {
+        match c.write_batches(upsert, vec![batch]).await {
             Ok(_) => acked.upsert.store(v, Ordering::SeqCst),
             Err(_) => return,
         }
@@ -89,19 +96,12 @@ async fn upserter(addr: String, from: i64, acked: Arc<Acked>) {
 
 /// Compacts both items again and again until the server goes.
 async fn compactor(addr: String) {
-    let mut c = connect(&addr).await;
+    let c = client(&addr).await;
     loop {
         for item in ["app", "ups"] {
-            let r = action(
-                &mut c,
-                "compact",
-                json!({"collection": "crash", "item": item}),
-            )
-            .await;
-            if let Err(e) = r {
-                if code(&e) != tonic::Code::NotFound {
-                    return;
-                }
+            match c.compact("crash", item).await {
+                Ok(_) | Err(flightstore_client::Error::NotFound(_)) => {}
+                Err(_) => return,
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -184,18 +184,13 @@ async fn killed_at_random_instants_during_appends_upserts_and_compaction() {
         dir,
         &["--retention-secs", "0", "--orphan-grace-secs", "0"],
     );
-    let mut c = connect(&server.addr).await;
+    let c = client(&server.addr).await;
     for item in ["app", "ups"] {
         // A commit persists the item's log first.
-        action(
-            &mut c,
-            "update_metadata",
-            json!({"collection": "crash", "item": item, "metadata": {"checked": true}}),
-        )
-        .await
-        .unwrap();
+        let checked = serde_json::Map::from_iter([("checked".to_string(), Value::Bool(true))]);
+        c.update_metadata("crash", item, &checked).await.unwrap();
     }
-    let vacuumed = action(&mut c, "vacuum", json!({})).await.unwrap();
+    let vacuumed = c.vacuum(None, None).await.unwrap();
     let root = server_dir(&server);
     for item in ["app", "ups"] {
         let listed = latest_files(&root.join("crash").join(item));
@@ -216,7 +211,7 @@ async fn killed_at_random_instants_during_appends_upserts_and_compaction() {
     println!(
         "crash loop: {kills} kills; {appends} appends and {upsert} upserts acknowledged in \
          all; {writes_checked} acknowledged writes found again over the restarts; vacuum \
-         {vacuumed}"
+         {vacuumed:?}"
     );
 }
 

@@ -829,8 +829,16 @@ def test_errors(server, coll, tmp_path):
     assert (after_["rows"], after_["version"]) == (before["rows"], before["version"])
     same(get_df(server, p, tmp_path), df)
 
-    # a CSV that turns bad deep inside (after its first batches were sent): nothing lands,
-    # neither in an existing item nor as a new one
+    # unreachable server
+    done = fails("ls", url=f"grpc://127.0.0.1:{free_port()}", timeout=60)
+    assert len(done.stderr) < 4000
+    fails("get", p, url="not a url")
+
+
+def test_put_failing_midway_commits_nothing(server, coll, tmp_path):
+    """A CSV that turns bad deep inside (after its first batches were sent): the put fails
+    and nothing lands, neither in an existing item nor as a new one."""
+    df = ticks(1_200, seed=43)
     df.to_csv(tmp_path / "good.csv", index=False)
     ok("put", f"{coll}/ECSV", tmp_path / "good.csv", url=server)
     before = info(server, f"{coll}/ECSV")
@@ -838,16 +846,13 @@ def test_errors(server, coll, tmp_path):
     text = more.to_csv(index=False).splitlines()
     text[4000] = text[4000].replace(",", ",not-a-number,", 1).rsplit(",", 1)[0]
     (tmp_path / "late.csv").write_text("\n".join(text) + "\n")
-    fails("put", f"{coll}/ECSV", tmp_path / "late.csv", url=server)
+    done = fails("put", f"{coll}/ECSV", tmp_path / "late.csv", url=server)
+    assert "not-a-number" in done.stderr
     after_ = info(server, f"{coll}/ECSV")
     assert (after_["rows"], after_["version"]) == (before["rows"], before["version"])
+    same(get_df(server, f"{coll}/ECSV", tmp_path), df, tz_naive=True)
     fails("put", f"{coll}/ENEW", tmp_path / "late.csv", url=server)
     fails("info", f"{coll}/ENEW", url=server)
-
-    # unreachable server
-    done = fails("ls", url=f"grpc://127.0.0.1:{free_port()}", timeout=60)
-    assert len(done.stderr) < 4000
-    fails("get", p, url="not a url")
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use futures::Stream;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 
 /// A file format (or, for output, a table for people).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +59,10 @@ impl Format {
         }
     }
 }
+
+/// Rows per batch read from CSV, JSON and Parquet (arrow's default of 1024 made 10,000
+/// messages of a 10M-row upload).
+const BATCH_ROWS: usize = 64 * 1024;
 
 /// Bytes read from the input files so far (for the progress bar).
 pub(crate) type Counter = Arc<AtomicU64>;
@@ -130,9 +136,11 @@ fn open(path: &Path, format: Format, count: Counter) -> anyhow::Result<Box<dyn B
                 .infer_schema(&mut buf, Some(1000))
                 .with_context(context)?;
             buf.rewind()?;
-            let schema = Arc::new(schema);
+            let schema = Arc::new(csv_times(schema, &mut buf).with_context(context)?);
+            buf.rewind()?;
             let csv = arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
                 .with_header(true)
+                .with_batch_size(BATCH_ROWS)
                 .build(buf)
                 .with_context(context)?;
             reader(schema, csv)
@@ -147,6 +155,7 @@ fn open(path: &Path, format: Format, count: Counter) -> anyhow::Result<Box<dyn B
             buf.rewind()?;
             let schema = Arc::new(json_times(schema, &first));
             let json = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+                .with_batch_size(BATCH_ROWS)
                 .build(buf)
                 .with_context(context)?;
             reader(schema, json)
@@ -159,11 +168,15 @@ fn open(path: &Path, format: Format, count: Counter) -> anyhow::Result<Box<dyn B
             let schema = Arc::clone(builder.schema());
             let rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
             let count = file.count;
-            let parquet = builder.build().with_context(context)?.inspect(move |b| {
-                if let Ok(b) = b {
-                    count.fetch_add(b.num_rows() as u64 * len / rows, Ordering::Relaxed);
-                }
-            });
+            let parquet = builder
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .with_context(context)?
+                .inspect(move |b| {
+                    if let Ok(b) = b {
+                        count.fetch_add(b.num_rows() as u64 * len / rows, Ordering::Relaxed);
+                    }
+                });
             reader(schema, parquet)
         }
         Format::Arrow => {
@@ -183,6 +196,50 @@ fn open(path: &Path, format: Format, count: Counter) -> anyhow::Result<Box<dyn B
         }
         Format::Table => bail!("table is an output format: give csv, parquet, arrow or json"),
     })
+}
+
+/// CSV timestamps are read in ns (the unit of pandas and of most items), and in UTC
+/// when the first row's value has a zone (`Z`, `+00:00`: what `get` writes for a zoned
+/// column), so a CSV written by `get` goes back into its item.
+fn csv_times(schema: Schema, file: &mut (impl Read + Seek)) -> Result<Schema, ArrowError> {
+    let text = Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    );
+    let first = arrow::csv::ReaderBuilder::new(Arc::new(text))
+        .with_header(true)
+        .with_batch_size(1)
+        .build(BufReader::new(file))?
+        .next()
+        .transpose()?;
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match f.data_type() {
+            DataType::Timestamp(..) => {
+                let value = first
+                    .as_ref()
+                    .map(|b| b.column(i).as_string::<i32>().value(0));
+                let tz = value.is_some_and(has_zone).then(|| Arc::from("UTC"));
+                Field::new(
+                    f.name(),
+                    DataType::Timestamp(TimeUnit::Nanosecond, tz),
+                    f.is_nullable(),
+                )
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Ok(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Whether an ISO-8601 time names its zone (`Z`, `+01:00`, `-0500`).
+fn has_zone(text: &str) -> bool {
+    text.ends_with('Z') || text.get(19..).is_some_and(|t| t.contains(['+', '-']))
 }
 
 /// JSON has no time type: a string column whose first value is an ISO-8601 time (with a
@@ -212,8 +269,7 @@ fn json_times(schema: Schema, first_line: &str) -> Schema {
             if !looks_like_time {
                 return f.as_ref().clone();
             }
-            let zoned = text.ends_with('Z') || text[19..].contains(['+', '-']);
-            let tz = zoned.then(|| Arc::from("UTC"));
+            let tz = has_zone(text).then(|| Arc::from("UTC"));
             Field::new(
                 f.name(),
                 DataType::Timestamp(TimeUnit::Nanosecond, tz),
@@ -332,7 +388,11 @@ impl Writer {
                 Writer::ArrowFile(arrow::ipc::writer::FileWriter::try_new(out, schema)?)
             }
             Format::Parquet => {
-                Writer::Parquet(ArrowWriter::try_new(out, Arc::clone(schema), None)?)
+                // Snappy, as pyarrow and pandas write by default.
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .build();
+                Writer::Parquet(ArrowWriter::try_new(out, Arc::clone(schema), Some(props))?)
             }
         })
     }

@@ -32,9 +32,9 @@ pub(crate) fn download(total_rows: Option<u64>) -> ProgressBar {
     match total_rows {
         Some(_) => bar(
             total_rows,
-            "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} rows {per_sec} ETA {eta} {msg}",
+            "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} rows {per_sec:.0} ETA {eta} {msg}",
         ),
-        None => bar(None, "{spinner} {elapsed_precise} {human_pos} rows {per_sec} {msg}"),
+        None => bar(None, "{spinner} {elapsed_precise} {human_pos} rows {per_sec:.0} {msg}"),
     }
 }
 

@@ -103,7 +103,7 @@ impl Put {
             bar2.set_message(format!("{n} rows"));
         });
         let receipt = client.write(write, batches).await;
-        bar.finish();
+        bar.finish_and_clear();
         let receipt = receipt?;
         if self.json {
             let mut out = json!({"rows_received": receipt.rows_received});
@@ -196,7 +196,7 @@ impl Output {
             }
         }
         drop(tx);
-        bar.finish();
+        bar.finish_and_clear();
         let written = writer.await.context("the writer's thread failed")?;
         if let Some(e) = failed {
             remove_partial(self.output.as_deref());

@@ -421,3 +421,52 @@ async fn tokens_and_logins_and_their_refusals() {
     let e = Client::connect("grpc://127.0.0.1:1").await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
 }
+
+/// Regression: a read of more endpoints than the client fetches at once, each larger
+/// than an HTTP/2 stream window, hung (the endpoints read ahead took the connection's
+/// whole window, and the one being consumed got no data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_many_large_endpoints_does_not_stall() {
+    let server = TestServer::start_with(|c| c.endpoint_rows = 250_000).await;
+    let client = server.rust_client().await;
+    let mut rng = SmallRng::seed_from_u64(10);
+    let batches: Vec<RecordBatch> = (0..8)
+        .map(|k| market(250_000, T0 + k * 1_000_000 * SEC, k * 250_000, &mut rng))
+        .collect();
+    // One upload of 64 MB: files of 262144 rows, so endpoints of about that many rows.
+    client
+        .write_batches(Write::append("A", "big"), batches)
+        .await
+        .unwrap();
+    let path = vec!["A".to_string(), "big".to_string()];
+    let info = client
+        .flight_client()
+        .get_flight_info(arrow_flight::FlightDescriptor::new_path(path))
+        .await
+        .unwrap();
+    assert!(
+        info.endpoint.len() >= 6,
+        "{} endpoints",
+        info.endpoint.len()
+    );
+    // A reader that pauses (as one writing a slow file): the endpoints read ahead fill
+    // their queues and windows meanwhile.
+    let read = async {
+        let mut stream = client.read(Read::new("A", "big")).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(batch) = stream.try_next().await.unwrap() {
+            if got.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            got.push(batch);
+        }
+        got
+    };
+    let got = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("the read stalled");
+    assert_eq!(
+        column::<Int64Type>(&got, "trade_id"),
+        (0..2_000_000).collect::<Vec<_>>()
+    );
+}

@@ -9,12 +9,13 @@ import time
 BIN = os.environ.get("FLIGHTSTORE_BIN", "target/debug/flightstore")
 
 
-def start_server(*flags, data=None):
+def start_server(*flags, data=None, env=None):
     """`flightstore serve` on a free port over `data` (a new temporary folder by default)
-    with extra `flags`; returns (process, address) where address is `host:port`."""
-    data = data or tempfile.mkdtemp(prefix="flightstore-pytest-")
+    with extra `flags` (and environment `env`); returns (process, address) where address
+    is `host:port`."""
+    data = str(data or tempfile.mkdtemp(prefix="flightstore-pytest-"))
     proc = subprocess.Popen([BIN, "serve", "--data", data, "--bind", "127.0.0.1:0", *flags],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     address = None
     deadline = time.time() + 30
     while address is None and time.time() < deadline:

@@ -17,7 +17,6 @@ import subprocess
 import tempfile
 import termios
 import threading
-import time
 import uuid
 
 import numpy as np
@@ -27,6 +26,8 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
+
+import servers
 
 BIN = os.environ.get("FLIGHTSTORE_BIN", "target/debug/flightstore")
 T0 = pd.Timestamp("2024-03-04 14:30", tz="UTC")
@@ -137,21 +138,7 @@ def info(url, path):
 
 def start_server(data, *extra):
     """Start `flightstore serve` on a free port; (proc, url)."""
-    proc = subprocess.Popen([BIN, "serve", "--data", str(data), "--bind", "127.0.0.1:0", *extra],
-                            stderr=subprocess.PIPE, text=True, env=clean_env())
-    address = None
-    deadline = time.time() + 30
-    while address is None and time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        m = re.search(r"addr=(\S+)", line)
-        if m:
-            address = m.group(1)
-    if address is None:
-        proc.kill()
-        raise RuntimeError("the server did not report its address")
-    threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
+    proc, address = servers.start_server(*extra, data=data, env=clean_env())
     return proc, f"grpc://{address}"
 
 
@@ -1010,3 +997,15 @@ def test_get_of_an_item_with_many_endpoints(small_endpoints_server, big_files, t
     assert got.column("ts").to_numpy().tolist() == \
         t.column("ts").to_numpy().tolist()
     assert np.array_equal(got.column("price").to_numpy(), t.column("price").to_numpy())
+
+
+def test_put_receipt_on_a_terminal_is_not_garbled_by_the_bar(server, coll, tmp_path):
+    """`put` on a terminal: the receipt is a line of its own, not glued to the bar."""
+    write_parquet(ticks(3_000, seed=61), tmp_path / "a.parquet")
+    rc, _, term = run_with_tty_stderr([BIN, "--url", server, "put", f"{coll}/PR", tmp_path / "a.parquet"],
+                                      both=True)
+    assert rc == 0, term
+    lines = [line.rsplit("\r", 1)[-1] for line in term.replace("\r\n", "\n").split("\n")]
+    lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line) for line in lines]
+    assert any(re.fullmatch(rf"{coll}/PR: version 1, 3000 rows written of 3000 received\s*", line)
+               for line in lines), term

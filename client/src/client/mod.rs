@@ -40,6 +40,10 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Endpoints of a read fetched at once by default.
 const PARALLELISM: usize = 4;
 
+/// The HTTP/2 window of each call, as the server's (PERF-NOTES.md: large windows keep
+/// bulk transfers at link speed).
+const STREAM_WINDOW: u32 = 16 << 20;
+
 /// A client of one Flightstore server.
 ///
 /// ```no_run
@@ -120,8 +124,15 @@ impl Builder {
             message,
         };
         let (address, tls) = http_address(&self.url).map_err(connect_error)?;
-        let mut endpoint =
-            Endpoint::from_shared(address).map_err(|e| connect_error(e.to_string()))?;
+        // The endpoints read ahead of the one being consumed stop reading when their
+        // queue is full, and may then each hold a whole stream window unread: the
+        // connection's window must leave room beyond all of them for the read being
+        // consumed, or it starves (a read of 4 or more endpoints hung).
+        let streams = u32::try_from(self.parallelism + 2).unwrap_or(u32::MAX);
+        let mut endpoint = Endpoint::from_shared(address)
+            .map_err(|e| connect_error(e.to_string()))?
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(STREAM_WINDOW.saturating_mul(streams));
         if tls {
             let mut config = match &self.ca_pem {
                 Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),

@@ -12,7 +12,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
-use super::common::{tick_schema, TestServer, SEC, T0};
+use super::common::{tick_schema, values, TestServer, SEC, T0};
 
 /// `n` ticks from `start`: times 0.2-1.8 s apart, a random-walk price, trade ids from
 /// `first_id`, side 0/1 at random.
@@ -36,22 +36,6 @@ fn market(n: usize, start: i64, first_id: i64, rng: &mut SmallRng) -> RecordBatc
         ],
     )
     .unwrap()
-}
-
-fn column<T: arrow::datatypes::ArrowPrimitiveType>(
-    batches: &[RecordBatch],
-    name: &str,
-) -> Vec<T::Native> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name(name)
-                .unwrap()
-                .as_primitive::<T>()
-                .values()
-                .to_vec()
-        })
-        .collect()
 }
 
 async fn read_all(client: &Client, read: Read) -> Result<Vec<RecordBatch>, Error> {
@@ -78,7 +62,7 @@ async fn every_method_of_the_client_against_a_real_server() {
 
     // Appends from a stream of batches, in several uploads; each a version.
     let first = market(10_000, T0, 0, &mut rng);
-    let last_t = *column::<TimestampNanosecondType>(std::slice::from_ref(&first), "ts")
+    let last_t = *values::<TimestampNanosecondType>(std::slice::from_ref(&first), "ts")
         .last()
         .unwrap();
     let second = market(15_000, last_t, 10_000, &mut rng);
@@ -112,21 +96,21 @@ async fn every_method_of_the_client_against_a_real_server() {
         .await
         .unwrap();
     assert_eq!(
-        column::<Int64Type>(&batches, "trade_id"),
+        values::<Int64Type>(&batches, "trade_id"),
         (0..25_000).collect::<Vec<_>>()
     );
     assert_eq!(
-        column::<Float64Type>(&batches, "price"),
-        column::<Float64Type>(&all, "price")
+        values::<Float64Type>(&batches, "price"),
+        values::<Float64Type>(&all, "price")
     );
     let stream = client.read(Read::new("NASDAQ", "AAPL")).await.unwrap();
     assert_eq!(stream.schema().fields(), tick_schema().fields());
     assert_eq!(stream.total_records(), Some(25_000));
 
     // Ranges, columns, filter, limit, last, n_prev, version.
-    let ts = column::<TimestampNanosecondType>(&all, "ts");
+    let ts = values::<TimestampNanosecondType>(&all, "ts");
     let (start, end) = (ts[1234], ts[20_000]);
-    let ids = |b: &[RecordBatch]| column::<Int64Type>(b, "trade_id");
+    let ids = |b: &[RecordBatch]| values::<Int64Type>(b, "trade_id");
     let range = read_all(&client, Read::new("NASDAQ", "AAPL").start(start).end(end))
         .await
         .unwrap();
@@ -466,7 +450,7 @@ async fn a_read_of_many_large_endpoints_does_not_stall() {
         .await
         .expect("the read stalled");
     assert_eq!(
-        column::<Int64Type>(&got, "trade_id"),
+        values::<Int64Type>(&got, "trade_id"),
         (0..2_000_000).collect::<Vec<_>>()
     );
 }

@@ -201,7 +201,7 @@ pub(crate) async fn endpoint_ids(
 }
 
 /// The values of a primitive column of every batch.
-fn values<T: ArrowPrimitiveType>(batches: &[RecordBatch], name: &str) -> Vec<T::Native> {
+pub(crate) fn values<T: ArrowPrimitiveType>(batches: &[RecordBatch], name: &str) -> Vec<T::Native> {
     batches
         .iter()
         .flat_map(|b| {

@@ -320,6 +320,91 @@ async fn every_method_of_the_client_against_a_real_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_replace_range_batch_writes_and_grids() {
+    let server = TestServer::start().await;
+    let client = server.rust_client().await;
+    let mut rng = SmallRng::seed_from_u64(11);
+    let first = market(2000, T0, 0, &mut rng);
+    let ts = values::<TimestampNanosecondType>(std::slice::from_ref(&first), "ts");
+    let ids = |b: &[RecordBatch]| values::<Int64Type>(b, "trade_id");
+    client
+        .write_batches(Write::create("A", "x"), vec![first.clone()])
+        .await
+        .unwrap();
+
+    // replace_range: the rows in [ts[500], ts[1000]) become the upload's.
+    let patch = market(10, ts[500] - 1, 90_000, &mut rng);
+    let patch_ts = values::<TimestampNanosecondType>(std::slice::from_ref(&patch), "ts");
+    assert!(
+        *patch_ts.last().unwrap() < ts[1000],
+        "the patch lies inside the range"
+    );
+    let r = client
+        .write_batches(
+            Write::replace_range("A", "x", ts[500], ts[1000]),
+            vec![patch],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.rows_written, Some(10));
+    let got = read_all(&client, Read::new("A", "x")).await.unwrap();
+    let expected: Vec<i64> = (0..500).chain(90_000..90_010).chain(1000..2000).collect();
+    assert_eq!(ids(&got), expected);
+
+    // overwrite: only the upload's rows stay.
+    let fresh = market(300, T0, 50_000, &mut rng);
+    client
+        .write_batches(Write::overwrite("A", "x"), vec![fresh])
+        .await
+        .unwrap();
+    let got = read_all(&client, Read::new("A", "x")).await.unwrap();
+    assert_eq!(ids(&got), (50_000..50_300).collect::<Vec<_>>());
+
+    // A batch write: each row to the item its `symbol` column names.
+    let symbols: arrow::array::StringArray = (0..2000)
+        .map(|i| Some(["AAPL", "MSFT", "NVDA"][i % 3]))
+        .collect();
+    let mut columns = first.columns().to_vec();
+    columns.push(Arc::new(symbols));
+    let mut fields: Vec<_> = first.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        "symbol",
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )));
+    let batch =
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+    let r = client
+        .write_batches(Write::batch("B", "symbol"), vec![batch])
+        .await
+        .unwrap();
+    assert_eq!(r.rows_received, 2000);
+    assert_eq!(r.items.keys().collect::<Vec<_>>(), ["AAPL", "MSFT", "NVDA"]);
+    assert!(r
+        .items
+        .values()
+        .all(|i| i.version == 1 && (666..=667).contains(&i.rows_written)));
+    let msft = read_all(&client, Read::new("B", "MSFT")).await.unwrap();
+    assert_eq!(
+        ids(&msft),
+        (0..2000).filter(|i| i % 3 == 1).collect::<Vec<_>>()
+    );
+
+    // A grid: one row a minute over the first hour, empty minutes filled with nulls.
+    let start = T0 - T0 % (60 * SEC);
+    let grid = read_all(
+        &client,
+        Read::new("B", "AAPL")
+            .start(start)
+            .end(start + 3600 * SEC)
+            .grid("1min", None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(grid.iter().map(RecordBatch::num_rows).sum::<usize>(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_whose_input_fails_commits_nothing() {
     let server = TestServer::start().await;
     let client = Client::connect(format!("grpc://{}", server.addr))

@@ -871,3 +871,39 @@ async fn limits_answer_with_their_codes_and_the_server_stays_healthy() {
         "ok"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_speaks_tls_and_presents_its_certificate() {
+    let (pki, clients) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (cert, key) = pki.issue(&["localhost"]);
+    let tls = flightstore::server::TlsFiles {
+        cert: write("server.pem", &cert),
+        key: write("server.key", &key),
+        client_ca: Some(write("clients-ca.pem", &clients.ca_pem)),
+    };
+    let server = TestServer::start_with(|c| c.tls = Some(tls)).await;
+    let url = format!("grpc+tls://localhost:{}", server.addr.port());
+    let (cert, key) = clients.issue(&["a-client"]);
+    let client = flightstore_client::Client::builder(url.as_str())
+        .ca_certificate(pki.ca_pem.as_bytes())
+        .identity(cert.as_bytes(), key.as_bytes())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.health().await.unwrap().status, "ok");
+    // Without its certificate the server refuses it; so does a client that trusts
+    // another CA (or the public web roots).
+    let without = flightstore_client::Client::builder(url.as_str())
+        .ca_certificate(pki.ca_pem.as_bytes())
+        .connect()
+        .await;
+    assert!(without.is_err() || without.unwrap().health().await.is_err());
+    let distrust = flightstore_client::Client::connect(url.as_str()).await;
+    assert!(distrust.is_err() || distrust.unwrap().health().await.is_err());
+}

@@ -120,19 +120,23 @@ def test_tz_aware_frames_round_trip(coll):
     assert str(got["settled"].dtype) == "datetime64[ns, Europe/Berlin]"
 
 
-def test_categoricals_round_trip_when_categories_follow_the_data(coll):
-    # What the server keeps: the values, and categories in their order of appearance.
+def test_categoricals_round_trip_with_their_declared_categories(coll):
+    # astype("category") sorts the categories; the data shows them in another order.
     df = ticks(500, seed=5)
-    df["side"] = pd.Categorical(df["side"], categories=list(dict.fromkeys(df["side"])))
+    df["side"] = df["side"].astype("category")
+    assert list(dict.fromkeys(df["side"])) != list(df["side"].cat.categories)  # the case that matters
+    df["venue"] = pd.Categorical(np.where(df["size"] % 2 == 0, "XNAS", "ARCX"),
+                                 categories=["XNYS", "XNAS", "ARCX"], ordered=True)  # "XNYS" unused
+    df["lot"] = pd.Categorical(df["size"] % 3 * 100, categories=[300, 200, 100, 0])  # integers
     coll.write("T", df)
-    same(coll.item("T").to_pandas(), df)
+    item = coll.item("T")
+    same(item.to_pandas(), df)
+    # A range or a column subset keeps the declared categories too.
+    part = df.iloc[100:120]
+    same(item.to_pandas(start=part.index[0], end=part.index[-1] + pd.Timedelta(1, "ns"),
+                        columns=["venue"]), part[["venue"]])
 
 
-CATEGORIES_GAP = ("server gap: a dictionary column comes back with a dictionary rebuilt from the stored "
-                  "values (order of appearance, unused values dropped), not the one written")
-
-
-@pytest.mark.xfail(strict=True, reason=CATEGORIES_GAP)
 def test_categorical_categories_round_trip(coll):
     df = ticks(300, seed=5)
     df["side"] = pd.Categorical(df["side"], categories=["short", "sell", "buy"])  # "short" unused
@@ -140,7 +144,6 @@ def test_categorical_categories_round_trip(coll):
     same(coll.item("T").to_pandas(), df)
 
 
-@pytest.mark.xfail(strict=True, reason=CATEGORIES_GAP)
 def test_categories_of_appended_frames_round_trip(coll):
     dtype = pd.CategoricalDtype(["buy", "sell"])
     first = ticks(300, seed=5).astype({"side": dtype})
@@ -148,7 +151,33 @@ def test_categories_of_appended_frames_round_trip(coll):
     more = after(first, 300, seed=6).astype({"side": dtype})
     coll.write("T", first)
     coll.append("T", more)
-    same(coll.item("T").to_pandas(), pd.concat([first, more]))
+    coll.append_stream("T", [after(more, 100, seed=7).astype({"side": dtype})])
+    got = coll.item("T").to_pandas()
+    assert list(got["side"].cat.categories) == ["buy", "sell"]
+    same(got.iloc[:600], pd.concat([first, more]))
+
+
+def test_new_categories_come_after_the_declared_ones_and_overwrite_declares_anew(coll):
+    first = ticks(200, seed=5).astype({"side": pd.CategoricalDtype(["sell", "buy"])})
+    more = after(first, 200, seed=6)
+    more["side"] = pd.Categorical(["cross"] * len(more), categories=["cross"])
+    coll.write("T", first)
+    coll.append("T", more)
+    got = coll.item("T").to_pandas()
+    assert list(got["side"].cat.categories) == ["sell", "buy", "cross"]
+    assert got["side"].astype(str).tolist() == first["side"].astype(str).tolist() + ["cross"] * len(more)
+    again = ticks(100, seed=8).astype({"side": pd.CategoricalDtype(["buy", "sell", "short"])})
+    coll.write("T", again, overwrite=True)
+    same(coll.item("T").to_pandas(), again)
+
+
+def test_write_batch_keeps_each_items_categories(coll):
+    a = ticks(100, seed=1).astype({"side": pd.CategoricalDtype(["buy", "sell"])})
+    b = ticks(100, seed=2).astype({"side": pd.CategoricalDtype(["sell", "buy", "short"])})
+    coll.write_batch({"A": a, "B": b})
+    got = coll.read_batch(["A", "B"])
+    same(got["A"], a)
+    same(got["B"], b)
 
 
 def test_first_datetime_column_is_the_ordering_column_and_comes_back_as_index(coll):

@@ -240,7 +240,11 @@ impl Engine {
         }
         let mut fields = schema.fields().to_vec();
         fields.remove(column);
-        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        // Each item keeps the upload's schema metadata (pandas' own, declared categories).
+        let schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+            fields,
+            schema.metadata().clone(),
+        ));
         let mut o = opts.clone();
         let rules = Rules::of_write(&mut o, current.as_ref().map(|m| m.live_settings()))?;
         let checks = self.inner.options.checks.as_ref();

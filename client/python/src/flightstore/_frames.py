@@ -1,12 +1,17 @@
 """pandas / polars / Arrow conversions: what goes up and what comes back."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import json
+from typing import Any, Dict, Optional, Tuple
 
 import pandas as pd
 import pyarrow as pa
 
 UNNAMED_INDEX = "__index_level_0__"  # pyarrow's name for an unnamed pandas index
+# Schema metadata key holding the declared categories of categorical columns: Arrow keeps
+# a dictionary column's values, and the server rebuilds its dictionary from them (order
+# of appearance, unused values dropped), so a categorical's own categories travel here.
+CATEGORIES = b"flightstore.categories"
 
 
 def _first_datetime_column(df: pd.DataFrame) -> Optional[str]:
@@ -39,15 +44,49 @@ def to_table(data: Any) -> Tuple[pa.Table, Optional[str]]:
         default_index = isinstance(df.index, pd.RangeIndex) and df.index.name is None
         df = (df if default_index else df.reset_index()).set_index(column)
     table = pa.Table.from_pandas(df, preserve_index=True)
+    categories = _declared_categories(df)
+    if categories:
+        metadata = dict(table.schema.metadata or {})
+        metadata[CATEGORIES] = json.dumps(categories).encode()
+        table = table.replace_schema_metadata(metadata)
     ordered_on = df.index.name if df.index.name is not None else UNNAMED_INDEX
     names = table.column_names
     table = table.select([ordered_on] + [n for n in names if n != ordered_on])
     return table, ordered_on
 
 
+def _declared_categories(df: pd.DataFrame) -> Dict[str, Dict[str, Any]]:
+    """`{column: {"categories": [...], "ordered": bool}}` of the categorical columns whose
+    categories JSON carries exactly (strings, integers, floats, booleans)."""
+    out = {}
+    for name, dtype in df.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype) and isinstance(name, str):
+            values = dtype.categories.tolist()
+            if all(isinstance(v, (str, int, float, bool)) for v in values):
+                out[name] = {"categories": values, "ordered": bool(dtype.ordered)}
+    return out
+
+
+def _restore_categories(df: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
+    """Give categorical columns the categories they were written with: the declared ones
+    in their order, then any other value read (appended later with new categories), in
+    order of appearance."""
+    raw = (schema.metadata or {}).get(CATEGORIES)
+    if raw is None:
+        return df
+    for name, declared in json.loads(raw).items():
+        if name not in df.columns or not isinstance(df[name].dtype, pd.CategoricalDtype):
+            continue
+        categories = list(declared["categories"])
+        known = set(categories)
+        categories += [v for v in df[name].cat.categories.tolist() if v not in known]
+        df[name] = df[name].cat.set_categories(categories, ordered=declared["ordered"])
+    return df
+
+
 def to_pandas(table: pa.Table, ordered_on: Optional[str]) -> pd.DataFrame:
     """A DataFrame indexed on the ordering column, with the dtypes that were written."""
-    df = table.to_pandas()
+    df = _restore_categories(table.to_pandas(), table.schema)
     if ordered_on is not None and ordered_on in df.columns:
         df = df.set_index(ordered_on)
         if ordered_on == UNNAMED_INDEX:

@@ -301,7 +301,9 @@ class Collection:
             if _ITEM_COLUMN in table.column_names:
                 raise ValueError(f"write_batch reserves the column name {_ITEM_COLUMN!r}")
             meta = json.dumps(metadata.get(name) or {}, sort_keys=True)
-            key = (table.schema.remove_metadata(), meta)
+            # Declared categories travel in the schema's metadata: one group per set.
+            categories = (table.schema.metadata or {}).get(_frames.CATEGORIES)
+            key = (table.schema.remove_metadata(), meta, categories)
             groups.setdefault(key, []).append((name, table))
             orderings[key] = ordered_on
         receipt: Receipt = {"items": {}, "rows_received": 0}

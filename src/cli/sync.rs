@@ -13,6 +13,7 @@
 //!  source                                    destination
 //!  changes_since(T - 1 min) ──> [item, version, deleted]
 //!    deleted ─────────────────────────────> delete_item
+//!  collection gone (NotFound) ────────────> delete_collection (if synced from it before)
 //!    changed: read at version ──(stream)──> overwrite (write_id) + metadata
 //!                                            snapshot sync-<source>-<T'>, older ones removed
 //! ```
@@ -53,6 +54,8 @@ struct Counts {
     copied: u64,
     unchanged: u64,
     deleted: u64,
+    /// The source deleted the whole collection: so did the destination.
+    collection_deleted: bool,
 }
 
 impl Sync {
@@ -62,7 +65,14 @@ impl Sync {
         let dest = connect(&self.to, self.to_token.as_deref().or(token), remote).await?;
         let source_id = source_id(&self.from);
         let collections = if self.collections.is_empty() {
-            source.list_collections().await?
+            let mut all = source.list_collections().await?;
+            // Collections this source synced that it no longer has: their deletion too.
+            for c in dest.list_collections().await? {
+                if !all.contains(&c) && !markers(&dest, &source_id, &c).await?.is_empty() {
+                    all.push(c);
+                }
+            }
+            all
         } else {
             self.collections
         };
@@ -70,6 +80,10 @@ impl Sync {
             let counts = sync_collection(&source, &dest, &source_id, c)
                 .await
                 .with_context(|| format!("sync of collection {c}"))?;
+            if counts.collection_deleted {
+                println!("{c}: deleted (the source no longer has it)");
+                continue;
+            }
             println!(
                 "{c}: {} copied, {} deleted, {} already there",
                 counts.copied, counts.deleted, counts.unchanged
@@ -110,7 +124,21 @@ async fn sync_collection(
     let old = markers(dest, source_id, c).await?;
     let since = old.iter().map(|m| m.1).max();
     let look_from = since.map_or(0, |t| t.saturating_sub(LOOK_BACK_NS));
-    let changes = source.changes_since(c, look_from).await?;
+    let changes = match source.changes_since(c, look_from).await {
+        // Gone from the source after an earlier sync copied it: delete it here too (a
+        // collection this source never synced is an error, as a typo would be).
+        Err(Error::NotFound(_)) if !old.is_empty() => {
+            match dest.delete_collection(c).await {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(Counts {
+                collection_deleted: true,
+                ..Counts::default()
+            });
+        }
+        changes => changes?,
+    };
     let mut newest = since.unwrap_or(0);
     let mut counts = Counts::default();
     match dest.create_collection(c).await {

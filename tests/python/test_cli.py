@@ -740,6 +740,21 @@ def test_sync(server_pair, tmp_path):
     assert json.loads(ok("meta", "FX/EURUSD", url=dst).stdout) == {"rank": 3, "venue": "EBS"}
     assert info(dst, "NASDAQ/AAPL")["rows"] == len(data["NASDAQ", "AAPL"]) + 321
 
+    # a collection deleted on the source is deleted on the destination; one the
+    # destination holds of its own stays; a named collection the source lacks is an error
+    write_parquet(ticks(50, seed=40), tmp_path / "own.parquet")
+    ok("put", "LOCAL/X", tmp_path / "own.parquet", url=dst)
+    ok("rm", "-r", "FX", url=src)
+    out = sync(src, dst)
+    assert re.search(r"^FX: deleted", out, re.M), out
+    assert "LOCAL" not in out
+    assert "FX" not in ok("ls", url=dst).stdout.split()
+    assert info(dst, "LOCAL/X")["rows"] == 50
+    assert copied(sync(src, dst), "NASDAQ") == (0, 0)
+    done = cli("sync", "--from", src, "--to", dst, "NOPE")
+    assert done.returncode != 0 and "NOPE" in done.stderr
+    assert "NOPE" not in ok("ls", url=dst).stdout.split()
+
     # an unreachable side is an error
     port = free_port()
     done = cli("sync", "--from", src, "--to", f"grpc://127.0.0.1:{port}")

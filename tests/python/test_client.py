@@ -180,6 +180,34 @@ def test_write_batch_keeps_each_items_categories(coll):
     same(got["B"], b)
 
 
+def test_a_regular_index_keeps_its_freq_as_pandas_would(coll):
+    idx = pd.date_range("2024-03-01 09:30", periods=600, freq="min", tz="America/New_York", name="ts")
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"price": np.round(100 + np.cumsum(rng.normal(0, 0.05, 600)), 4)}, index=idx)
+    coll.write("M", df)
+    item = coll.item("M")
+    exact = pd.testing.assert_frame_equal  # check_freq=True
+    exact(item.to_pandas(), df)
+    assert item.to_pandas().index.freqstr == "min"
+    exact(item.to_pandas(start=idx[100], end=idx[200]), df.loc[idx[100]:idx[199]])
+    exact(item.to_pandas(last=10), df.iloc[-10:])
+    # a filter is a boolean mask: no freq, as in pandas
+    got = item.to_pandas(filters=[("price", ">", 100)])
+    assert got.index.freq is None
+    exact(got, df[df["price"] > 100])
+    # contiguous appends keep it, as pd.concat does; rows off the grid drop it
+    more = pd.DataFrame({"price": [1.0, 2.0]}, index=pd.date_range(idx[-1] + idx.freq, periods=2, freq="min", name="ts"))
+    coll.append("M", more)
+    exact(item.to_pandas(), pd.concat([df, more]))
+    assert item.to_pandas().index.freqstr == "min"
+    late = pd.DataFrame({"price": [3.0]}, index=pd.DatetimeIndex([more.index[-1] + pd.Timedelta("7s")], name="ts"))
+    coll.append("M", late.tz_localize(None).tz_localize("UTC").tz_convert("America/New_York"))
+    assert item.to_pandas().index.freq is None
+    # a frame written without a freq never gets one
+    coll.write("N", df.set_axis(pd.DatetimeIndex(list(idx), name="ts")))
+    assert coll.item("N").to_pandas().index.freq is None
+
+
 def test_first_datetime_column_is_the_ordering_column_and_comes_back_as_index(coll):
     df = ticks(200, seed=7).reset_index()
     df.insert(0, "seq", np.arange(len(df)))

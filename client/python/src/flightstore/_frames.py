@@ -12,6 +12,9 @@ UNNAMED_INDEX = "__index_level_0__"  # pyarrow's name for an unnamed pandas inde
 # a dictionary column's values, and the server rebuilds its dictionary from them (order
 # of appearance, unused values dropped), so a categorical's own categories travel here.
 CATEGORIES = b"flightstore.categories"
+# Schema metadata key holding the `freq` of the DatetimeIndex the item was created with
+# (pyarrow drops it): restored on reads whose index still conforms to it.
+FREQ = b"flightstore.freq"
 
 
 def _first_datetime_column(df: pd.DataFrame) -> Optional[str]:
@@ -44,11 +47,13 @@ def to_table(data: Any) -> Tuple[pa.Table, Optional[str]]:
         default_index = isinstance(df.index, pd.RangeIndex) and df.index.name is None
         df = (df if default_index else df.reset_index()).set_index(column)
     table = pa.Table.from_pandas(df, preserve_index=True)
+    metadata = dict(table.schema.metadata or {})
     categories = _declared_categories(df)
     if categories:
-        metadata = dict(table.schema.metadata or {})
         metadata[CATEGORIES] = json.dumps(categories).encode()
-        table = table.replace_schema_metadata(metadata)
+    if df.index.freq is not None:
+        metadata[FREQ] = df.index.freqstr.encode()
+    table = table.replace_schema_metadata(metadata)
     ordered_on = df.index.name if df.index.name is not None else UNNAMED_INDEX
     names = table.column_names
     table = table.select([ordered_on] + [n for n in names if n != ordered_on])
@@ -84,14 +89,28 @@ def _restore_categories(df: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
     return df
 
 
-def to_pandas(table: pa.Table, ordered_on: Optional[str]) -> pd.DataFrame:
-    """A DataFrame indexed on the ordering column, with the dtypes that were written."""
+def _restore_freq(df: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
+    """The index's `freq` as written, if the rows read still conform to it (as pandas
+    keeps it on slices and on concatenations of contiguous frames)."""
+    raw = (schema.metadata or {}).get(FREQ)
+    if raw is None or not isinstance(df.index, pd.DatetimeIndex) or df.index.freq is not None:
+        return df
+    try:
+        df.index = pd.DatetimeIndex(df.index, freq=pd.tseries.frequencies.to_offset(raw.decode()))
+    except ValueError:  # rows appended off the grid: no freq, as pd.concat would say
+        pass
+    return df
+
+
+def to_pandas(table: pa.Table, ordered_on: Optional[str], freq: bool = True) -> pd.DataFrame:
+    """A DataFrame indexed on the ordering column, with the dtypes that were written;
+    `freq`: restore the index's `freq` (not after a filter: a boolean mask drops it)."""
     df = _restore_categories(table.to_pandas(), table.schema)
     if ordered_on is not None and ordered_on in df.columns:
         df = df.set_index(ordered_on)
         if ordered_on == UNNAMED_INDEX:
             df.index.name = None
-    return df
+    return _restore_freq(df, table.schema) if freq else df
 
 
 def to_polars(table: pa.Table) -> Any:

@@ -301,9 +301,10 @@ class Collection:
             if _ITEM_COLUMN in table.column_names:
                 raise ValueError(f"write_batch reserves the column name {_ITEM_COLUMN!r}")
             meta = json.dumps(metadata.get(name) or {}, sort_keys=True)
-            # Declared categories travel in the schema's metadata: one group per set.
-            categories = (table.schema.metadata or {}).get(_frames.CATEGORIES)
-            key = (table.schema.remove_metadata(), meta, categories)
+            # Declared categories and the index's freq travel in the schema's metadata:
+            # one group per set.
+            extra = tuple((table.schema.metadata or {}).get(k) for k in (_frames.CATEGORIES, _frames.FREQ))
+            key = (table.schema.remove_metadata(), meta, extra)
             groups.setdefault(key, []).append((name, table))
             orderings[key] = ordered_on
         receipt: Receipt = {"items": {}, "rows_received": 0}
@@ -444,7 +445,7 @@ class Item:
         """`to_arrow`'s rows as a DataFrame indexed on the ordering column, with the
         dtypes written (time zones, categoricals)."""
         table = self.to_arrow(start, end, columns, filters, last, limit, n_prev)
-        return _frames.to_pandas(table, self._ordered_on)
+        return _frames.to_pandas(table, self._ordered_on, freq=not filters)
 
     def to_polars(self, start: Optional[Time] = None, end: Optional[Time] = None,
                   columns: Optional[Sequence[str]] = None, filters: Optional[Filters] = None,

@@ -17,6 +17,12 @@ CATEGORIES = b"flightstore.categories"
 FREQ = b"flightstore.freq"
 
 
+def own_metadata(schema: pa.Schema) -> Tuple[Optional[bytes], ...]:
+    """The schema metadata this package adds (categories, freq): tables that differ in it
+    cannot share one upload."""
+    return tuple((schema.metadata or {}).get(k) for k in (CATEGORIES, FREQ))
+
+
 def _first_datetime_column(df: pd.DataFrame) -> Optional[str]:
     for name, dtype in df.dtypes.items():
         if pd.api.types.is_datetime64_any_dtype(dtype):

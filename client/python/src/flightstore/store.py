@@ -301,10 +301,7 @@ class Collection:
             if _ITEM_COLUMN in table.column_names:
                 raise ValueError(f"write_batch reserves the column name {_ITEM_COLUMN!r}")
             meta = json.dumps(metadata.get(name) or {}, sort_keys=True)
-            # Declared categories and the index's freq travel in the schema's metadata:
-            # one group per set.
-            extra = tuple((table.schema.metadata or {}).get(k) for k in (_frames.CATEGORIES, _frames.FREQ))
-            key = (table.schema.remove_metadata(), meta, extra)
+            key = (table.schema.remove_metadata(), meta, _frames.own_metadata(table.schema))
             groups.setdefault(key, []).append((name, table))
             orderings[key] = ordered_on
         receipt: Receipt = {"items": {}, "rows_received": 0}
